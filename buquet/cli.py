@@ -1,0 +1,210 @@
+"""The ``buquet`` command line (also ``python -m buquet``).
+
+Configuration comes from flags or the same environment variables as
+:func:`buquet.connect`: ``S3_BUCKET``, ``S3_ENDPOINT``, ``S3_REGION``,
+``BUQUET_LOCAL_DIR``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .cli_common import open_queue, parse_json_option, run_async, table
+from .cli_schedules import schedule_group
+from .models import RetryPolicy, Task, TaskStatus
+from .worker import Worker, WorkerRunOptions
+
+
+def _task_json(task: Task) -> str:
+    doc = task.to_dict()
+    doc.pop("history", None)
+    return json.dumps(doc, indent=2)
+
+
+@click.group()
+@click.option("--bucket", envvar="S3_BUCKET", help="S3 bucket [env S3_BUCKET].")
+@click.option("--endpoint", envvar="S3_ENDPOINT", help="S3-compatible endpoint URL [env S3_ENDPOINT].")
+@click.option("--region", envvar="S3_REGION", help="Region [env S3_REGION].")
+@click.option("--local-dir", envvar="BUQUET_LOCAL_DIR", help="Use a local directory as the bucket [env BUQUET_LOCAL_DIR].")
+@click.option("--prefix", default="", help="Key prefix inside the bucket.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="buquet")
+@click.pass_context
+def cli(ctx: click.Context, bucket: str | None, endpoint: str | None, region: str | None,
+        local_dir: str | None, prefix: str, verbose: int) -> None:
+    """buquet: a task queue whose only backend is an S3 bucket."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2) if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = {"bucket": bucket, "endpoint": endpoint, "region": region, "local_dir": local_dir, "prefix": prefix}
+
+
+def _load_worker(spec: str) -> Worker:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter("must be module:attribute, e.g. myapp.tasks:worker", param_hint="WORKER")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="WORKER") from None
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}", param_hint="WORKER")
+    if callable(obj) and not isinstance(obj, Worker):
+        obj = obj()
+    if hasattr(obj, "__await__"):
+        obj = run_async(_awaited(obj))
+    if not isinstance(obj, Worker):
+        raise click.BadParameter(f"{spec} is {type(obj).__name__}, not a buquet.Worker (or a factory of one)", param_hint="WORKER")
+    return obj
+
+
+async def _awaited(obj: Any) -> Any:
+    return await obj
+
+
+@cli.command()
+@click.argument("worker_spec", metavar="WORKER")
+@click.option("--concurrency", default=8, show_default=True, help="Tasks in flight at once.")
+@click.option("--poll-interval-ms", default=500, show_default=True, help="Idle poll interval (doubles while idle).")
+@click.option("--lease-seconds", default=30.0, show_default=True, help="Lease (visibility timeout) per claim.")
+@click.option("--no-monitor", is_flag=True, help="Do not run lease recovery in this process.")
+@click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
+@click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
+def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seconds: float,
+           no_monitor: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
+    """Run a Worker defined in your code as module:attribute.
+
+    The attribute is a buquet.Worker, or a function (sync or async) returning one.
+    Its queue comes from your code; the global flags are not used for it.
+    """
+    w = _load_worker(worker_spec)
+    opts = WorkerRunOptions(
+        poll_interval_ms=poll_interval_ms, max_concurrency=concurrency, lease_seconds=lease_seconds,
+        with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
+    )
+    logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
+    run_async(w.run(opts))
+
+
+@cli.command()
+@click.argument("task_type")
+@click.argument("input_json", metavar="INPUT", default="null")
+@click.option("--timeout-seconds", default=300, show_default=True)
+@click.option("--max-retries", default=3, show_default=True)
+@click.option("--schedule-at", default=None, help="RFC 3339 time, e.g. 2026-12-01T09:00:00Z.")
+@click.option("--retry-policy", default=None, help='JSON, e.g. {"initial_interval_ms":500}.')
+@click.option("--wait", "wait_seconds", type=float, default=None, help="Wait up to N seconds for the result.")
+@click.pass_context
+def submit(ctx: click.Context, task_type: str, input_json: str, timeout_seconds: int, max_retries: int,
+           schedule_at: str | None, retry_policy: str | None, wait_seconds: float | None) -> None:
+    """Submit a task; INPUT is JSON (default null). Prints the task id."""
+    payload = parse_json_option(input_json, "INPUT")
+    policy = RetryPolicy.from_dict(parse_json_option(retry_policy, "--retry-policy")) if retry_policy else None
+
+    async def go() -> None:
+        q = await open_queue(ctx)
+        async with q:
+            task = await q.submit(task_type, payload, timeout_seconds=timeout_seconds, max_retries=max_retries,
+                                  retry_policy=policy, schedule_at=schedule_at)
+            click.echo(task.id)
+            if wait_seconds is not None:
+                done = await q.wait(task.id, timeout_seconds=wait_seconds)
+                click.echo(_task_json(done))
+                if done.status != TaskStatus.Completed:
+                    raise SystemExit(1)
+
+    run_async(go())
+
+
+@cli.command()
+@click.argument("task_id")
+@click.pass_context
+def get(ctx: click.Context, task_id: str) -> None:
+    """Show one task as JSON."""
+    async def go() -> None:
+        q = await open_queue(ctx)
+        async with q:
+            task = await q.get(task_id)
+        if task is None:
+            raise click.ClickException(f"no task {task_id}")
+        click.echo(_task_json(task))
+
+    run_async(go())
+
+
+@cli.command(name="list")
+@click.option("--shard", "shards", multiple=True, help="Shard(s) to list (default: all).")
+@click.option("--status", type=click.Choice([s.value for s in TaskStatus]), default=None)
+@click.option("--limit", default=100, show_default=True)
+@click.pass_context
+def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, limit: int) -> None:
+    """List tasks as a table."""
+    async def go() -> None:
+        q = await open_queue(ctx)
+        async with q:
+            rows = []
+            for shard in shards or q.shards:
+                for t in await q.list(shard, status=status, limit=limit):
+                    rows.append({"id": t.id, "type": t.task_type, "status": t.status.value, "shard": t.shard,
+                                 "attempt": t.attempt, "updated": t.updated_at.isoformat(timespec="seconds"),
+                                 "error": (t.last_error or "")[:60]})
+        click.echo(table(rows[:limit], ["id", "type", "status", "shard", "attempt", "updated", "error"]))
+
+    run_async(go())
+
+
+@cli.command()
+@click.argument("task_id")
+@click.pass_context
+def history(ctx: click.Context, task_id: str) -> None:
+    """Show every state a task went through."""
+    async def go() -> None:
+        q = await open_queue(ctx)
+        async with q:
+            snaps = await q.get_history(task_id)
+        if not snaps:
+            raise click.ClickException(f"no task {task_id}")
+        rows = [{"at": s.updated_at.isoformat(timespec="milliseconds"), "status": s.status.value,
+                 "attempt": s.attempt, "worker": s.worker_id, "error": s.last_error if s.status.value != "completed" else None}
+                for s in snaps]
+        click.echo(table(rows, ["at", "status", "attempt", "worker", "error"]))
+
+    run_async(go())
+
+
+@cli.command()
+@click.pass_context
+def now(ctx: click.Context) -> None:
+    """Print the store's current time (RFC 3339)."""
+    async def go() -> None:
+        q = await open_queue(ctx)
+        async with q:
+            click.echo(await q.now())
+
+    run_async(go())
+
+
+cli.add_command(schedule_group)
+try:
+    from .cli_schedules import scheduler_command
+except ImportError:  # pragma: no cover - present once the scheduler lands
+    scheduler_command = None
+if scheduler_command is not None:
+    cli.add_command(scheduler_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="buquet")

@@ -1,0 +1,63 @@
+"""Lease recovery: requeue tasks whose worker stopped renewing its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Sequence
+
+from .errors import StorageError
+from .queue import Queue
+
+log = logging.getLogger("buquet.monitor")
+
+
+class Monitor:
+    """Finds expired leases in the lease index and requeues their tasks.
+
+    A task whose lease lapsed goes back to Pending after its retry policy's delay, or
+    to Failed when its attempts (``max_retries + 1``, counted at claim) are used up, so
+    a task that kills its worker every time cannot loop forever.
+
+    Cost per sweep: one LIST per shard (the index is sorted by expiry, so the LIST
+    returns expired entries first and the sweep stops at the first live one), plus one
+    GET and up to two PUTs per expired lease — it grows with expired leases, not with
+    the number of tasks in the bucket. Tasks that crash within their first heartbeat
+    still have their ready marker and are taken over by any worker polling the shard.
+
+    Args:
+        queue: the queue.
+        shards: shards to watch (default: all of the bucket's shards).
+    """
+
+    def __init__(self, queue: Queue, shards: Sequence[str] | None = None) -> None:
+        self.queue = queue
+        self.shards = queue.check_shards(shards) if shards is not None else queue.shards
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """One pass over every watched shard; returns how many tasks were recovered.
+
+        Raises:
+            StorageError: a request failed (the next sweep picks up where this left off).
+        """
+        now = now or await self.queue.time()
+        total = 0
+        for shard in self.shards:
+            total += await self.queue._recover_shard(shard, now)
+        return total
+
+    async def run(self, interval_seconds: float = 10.0, stop: asyncio.Event | None = None) -> None:
+        """Sweep every ``interval_seconds`` until ``stop`` is set. Storage errors are
+        logged and the next sweep goes on."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                recovered = await self.sweep()
+                if recovered:
+                    log.info("monitor: recovered %d tasks", recovered)
+            except StorageError as exc:
+                log.warning("monitor sweep failed: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

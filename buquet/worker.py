@@ -1,0 +1,453 @@
+"""The long-lived worker: polls its shards, claims tasks, runs handlers concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, Sequence
+
+from . import _validate as v
+from .errors import LeaseLost, PermanentError, RetryableError, StorageError, ValidationError
+from .monitor import Monitor
+from .queue import Lease, Queue, ReadyMarker
+
+log = logging.getLogger("buquet.worker")
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass
+class WorkerRunOptions:
+    """How :meth:`Worker.run` behaves.
+
+    Attributes:
+        poll_interval_ms: pause after a poll that found nothing, milliseconds; it
+            doubles after each further empty poll, up to ``max_poll_interval_ms``
+            (adaptive idle backoff), and drops back when work turns up.
+        with_monitor: also run lease recovery (:class:`~buquet.Monitor`) for this
+            worker's shards, every ``monitor_interval_seconds``.
+        max_concurrency: tasks in flight at once in this worker (≥ 1).
+        max_poll_interval_ms: cap of the idle backoff, milliseconds.
+        lease_seconds: visibility timeout of a claim. The worker renews it every
+            ``lease_seconds / 3`` while the handler runs; if the worker dies, the task
+            can be claimed again once it lapses.
+        shutdown_grace_seconds: on stop (SIGTERM/SIGINT or :meth:`Worker.stop`), how
+            long in-flight handlers may still run before they are cancelled and their
+            tasks released back to Pending (not counted as an attempt).
+        monitor_interval_seconds: period of the built-in monitor.
+        handle_signals: install SIGTERM/SIGINT handlers (main thread only).
+        max_tasks: stop after finishing this many tasks (``None`` = no limit).
+        exit_when_idle: stop once a poll of every shard finds nothing and no task is
+            in flight (batch jobs, tests).
+        delete_flush_ms: index deletions are batched into one DeleteObjects request per
+            this many milliseconds (at most 1,000 keys each).
+    """
+
+    poll_interval_ms: int = 500
+    with_monitor: bool = True
+    max_concurrency: int = 8
+    max_poll_interval_ms: int = 5000
+    lease_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    monitor_interval_seconds: float = 10.0
+    handle_signals: bool = True
+    max_tasks: int | None = None
+    exit_when_idle: bool = False
+    delete_flush_ms: int = 100
+
+    def validate(self) -> None:
+        """Raise ValidationError naming the first bad field."""
+        v.int_in_range(self.poll_interval_ms, "poll_interval_ms", 1, 3_600_000)
+        v.int_in_range(self.max_poll_interval_ms, "max_poll_interval_ms", self.poll_interval_ms, 3_600_000)
+        v.int_in_range(self.max_concurrency, "max_concurrency", 1, 10_000)
+        v.int_in_range(self.delete_flush_ms, "delete_flush_ms", 0, 60_000)
+        for name in ("lease_seconds", "shutdown_grace_seconds", "monitor_interval_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValidationError(name, f"must be a non-negative number, got {value!r}")
+        if self.lease_seconds < 1:
+            raise ValidationError("lease_seconds", "must be at least 1 second")
+        if self.max_tasks is not None:
+            v.int_in_range(self.max_tasks, "max_tasks", 1, 10**12)
+
+
+class _DeleteBatcher:
+    """Collects index keys to delete and sends them in DeleteObjects batches."""
+
+    def __init__(self, queue: Queue, flush_ms: int) -> None:
+        self._queue = queue
+        self._flush_s = flush_ms / 1000
+        self._keys: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="buquet-deleter")
+
+    def add(self, keys: Sequence[str]) -> None:
+        if keys:
+            self._keys.extend(keys)
+            self._wake.set()
+
+    async def flush(self) -> None:
+        keys, self._keys = self._keys, []
+        if keys:
+            try:
+                await self._queue.store.delete_many(keys)
+            except StorageError as exc:
+                log.warning("deleting %d index entries failed (they are cleaned up later): %s", len(keys), exc)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._flush_s:
+                await asyncio.sleep(self._flush_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+class Worker:
+    """Runs task handlers for some shards of a queue.
+
+    Args:
+        queue: the :class:`~buquet.Queue`.
+        worker_id: a name for this worker in task records and logs (1–128 of
+            ``[A-Za-z0-9_.-]``).
+        shards: the shard names to poll, e.g. ``["0", "1", "2", "3"]`` (see
+            :attr:`Queue.shards`).
+
+    Raises:
+        ValidationError: bad worker_id or shards unknown to the bucket.
+
+    Handler semantics: the handler gets the task's ``input`` and returns a JSON value
+    (the task's ``output``). Raising :class:`RetryableError` retries with the task's
+    retry policy; :class:`PermanentError` fails the task at once; **any other
+    exception is retried like RetryableError** (as SQS, Temporal and SAQ do: most
+    unexpected errors are transient), with ``Type: message`` in ``last_error``. A
+    handler running past the task's ``timeout_seconds`` is cancelled and the attempt
+    counts as a retryable failure. A result that is not JSON fails the task.
+    """
+
+    def __init__(self, queue: Queue, worker_id: str, shards: Sequence[str]) -> None:
+        self.queue = queue
+        self.worker_id = v.name(worker_id, "worker_id")
+        self.shards = queue.check_shards(shards)
+        self._handlers: dict[str, Handler] = {}
+        self._stop = asyncio.Event()
+        self._stop_requested = False
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._skip: dict[str, datetime] = {}
+        self._finished = 0
+        self._rng = random.Random()
+        #: counters: claimed, completed, retried, failed, lease_lost, claim_conflicts
+        self.stats: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- handlers
+    def task(self, task_type: str) -> Callable[[Handler], Handler]:
+        """Decorator registering a handler (async or plain function) for a task type.
+
+        Plain functions run in a thread so they do not block the event loop.
+
+        Raises:
+            ValidationError: bad task type, or a handler already registered for it.
+        """
+        v.task_type(task_type)
+
+        def register(fn: Handler) -> Handler:
+            if not callable(fn):
+                raise ValidationError("handler", "must be callable")
+            if task_type in self._handlers:
+                raise ValidationError("task_type", f"a handler for {task_type!r} is already registered")
+            self._handlers[task_type] = fn
+            return fn
+
+        return register
+
+    @property
+    def task_types(self) -> list[str]:
+        """Task types this worker has handlers for (it never claims others)."""
+        return sorted(self._handlers)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop: no new claims; in-flight tasks get the grace period.
+        Safe to call from signal handlers and other threads of the same loop."""
+        self._stop_requested = True
+        self._stop.set()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + n
+
+    # -------------------------------------------------------------------- run
+    async def run(self, options: WorkerRunOptions | None = None) -> None:
+        """Poll, claim and run tasks until stopped (see :class:`WorkerRunOptions`).
+
+        Raises:
+            ValidationError: bad options, or no handler registered.
+        """
+        opts = options or WorkerRunOptions()
+        opts.validate()
+        if not self._handlers:
+            raise ValidationError("handlers", "register at least one handler with @worker.task(...)")
+        if not self._stop_requested:
+            self._stop.clear()
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        if opts.handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop)
+                    installed.append(sig)
+        deleter = _DeleteBatcher(self.queue, opts.delete_flush_ms)
+        deleter.start()
+        monitor_task = None
+        if opts.with_monitor:
+            monitor = Monitor(self.queue, self.shards)
+            monitor_task = asyncio.create_task(
+                monitor.run(opts.monitor_interval_seconds, self._stop), name="buquet-monitor"
+            )
+        log.info("worker %s: shards %s, task types %s", self.worker_id, self.shards, self.task_types)
+        try:
+            await self._poll_loop(opts, deleter)
+        finally:
+            self._stop.set()
+            await self._drain(opts, deleter)
+            if monitor_task is not None:
+                monitor_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor_task
+            await deleter.close()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            log.info("worker %s stopped: %s", self.worker_id, self.stats)
+
+    async def _poll_loop(self, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
+        interval_ms = opts.poll_interval_ms
+        shard_turn = 0
+        while not self._stop.is_set():
+            if opts.max_tasks is not None and self._finished + len(self._inflight) >= opts.max_tasks:
+                if not self._inflight:
+                    return
+                await self._wait_inflight_or_stop()
+                continue
+            free = opts.max_concurrency - len(self._inflight)
+            if free <= 0:
+                await self._wait_inflight_or_stop()
+                continue
+            if opts.max_tasks is not None:
+                free = min(free, opts.max_tasks - self._finished - len(self._inflight))
+            shards = self.shards[shard_turn:] + self.shards[:shard_turn]
+            shard_turn = (shard_turn + 1) % len(self.shards)
+            try:
+                started = await self._poll_once(shards, free, opts, deleter)
+            except StorageError as exc:
+                log.warning("worker %s: poll failed: %s", self.worker_id, exc)
+                started = 0
+            if started:
+                interval_ms = opts.poll_interval_ms
+                continue
+            if opts.exit_when_idle and not self._inflight:
+                return
+            await self._sleep_or_wake(interval_ms / 1000)
+            interval_ms = min(opts.max_poll_interval_ms, interval_ms * 2)
+
+    async def _wait_inflight_or_stop(self) -> None:
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([stop_wait, *self._inflight.values()], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        """Sleep, but wake early on stop or when an in-flight task finishes."""
+        waiters = [asyncio.ensure_future(self._stop.wait())]
+        try:
+            await asyncio.wait([*waiters, *self._inflight.values()], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _poll_once(
+        self, shards: list[str], free: int, opts: WorkerRunOptions, deleter: _DeleteBatcher
+    ) -> int:
+        now = await self.queue.time()
+        self._skip = {k: until for k, until in self._skip.items() if until > now}
+        candidates: list[ReadyMarker] = []
+        for shard in shards:
+            for m in await self.queue._due_markers(shard, now, limit=max(100, 4 * free)):
+                if m.task_type in self._handlers and m.task_id not in self._inflight and m.key not in self._skip:
+                    candidates.append(m)
+        if not candidates:
+            return 0
+        # Spread racing workers over the due tasks: shuffle the head of the list.
+        head = candidates[: max(2 * free, 8)]
+        self._rng.shuffle(head)
+        candidates[: len(head)] = head
+        started = 0
+        while candidates and started < free and not self._stop_requested:
+            batch, candidates = candidates[: free - started], candidates[free - started :]
+            seen: set[str] = set()
+            batch = [m for m in batch if not (m.task_id in seen or seen.add(m.task_id))]
+            results = await asyncio.gather(
+                *(self.queue._claim(m, self.worker_id, opts.lease_seconds, now) for m in batch),
+                return_exceptions=True,
+            )
+            for marker, result in zip(batch, results):
+                if isinstance(result, Lease):
+                    self._count("claimed")
+                    self._start(result, opts, deleter)
+                    started += 1
+                elif isinstance(result, BaseException):
+                    log.warning("task %s: claim failed: %s", marker.task_id, result)
+                    self._skip[marker.key] = now + timedelta(seconds=1)
+                else:
+                    reason, until = result
+                    if reason == "lost-race":
+                        self._count("claim_conflicts")
+                    if until is not None:
+                        self._skip[marker.key] = until
+        return started
+
+    def _start(self, lease: Lease, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
+        task_id = lease.task.id
+        t = asyncio.create_task(self._execute(lease, opts, deleter), name=f"buquet-task-{task_id}")
+        self._inflight[task_id] = t
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(task_id, None)
+            self._finished += 1
+
+        t.add_done_callback(done)
+
+    # ------------------------------------------------------------- one attempt
+    async def _execute(self, lease: Lease, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
+        task = lease.task
+        handler = self._handlers[task.task_type]
+        log.info("task %s (%s): attempt %d started", task.id, task.task_type, task.attempt)
+        heartbeat = asyncio.create_task(self._heartbeat(lease, opts, deleter))
+        call = asyncio.ensure_future(self._call(handler, task.input))
+        outcome: tuple[str, Any] | None = None
+        try:
+            done, _ = await asyncio.wait({call, heartbeat}, timeout=task.timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+            if call in done:
+                exc = call.exception()
+                outcome = ("error", exc) if exc is not None else ("ok", call.result())
+            elif heartbeat in done:
+                outcome = ("lost", heartbeat.exception() or LeaseLost("lease lost"))
+            else:
+                outcome = ("timeout", None)
+        except asyncio.CancelledError:
+            # worker shutdown past the grace period: give the task back
+            call.cancel()
+            heartbeat.cancel()
+            with contextlib.suppress(LeaseLost, StorageError):
+                deleter.add(await self.queue._release(lease, f"released: worker {self.worker_id} shut down"))
+                log.info("task %s: released at shutdown", task.id)
+            raise
+        finally:
+            heartbeat.cancel()
+            if not call.done():
+                call.cancel()
+        await self._record(lease, outcome, deleter)
+
+    async def _call(self, handler: Handler, payload: Any) -> Any:
+        if inspect.iscoroutinefunction(handler):
+            return await handler(payload)
+        result = await asyncio.to_thread(handler, payload)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _heartbeat(self, lease: Lease, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
+        period = opts.lease_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            for attempt in range(3):
+                try:
+                    deleter.add(await self.queue._extend(lease, opts.lease_seconds))
+                    break
+                except StorageError as exc:
+                    if attempt == 2:
+                        log.warning("task %s: heartbeat failed: %s", lease.task.id, exc)
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _record(self, lease: Lease, outcome: tuple[str, Any] | None, deleter: _DeleteBatcher) -> None:
+        task = lease.task
+        kind, value = outcome if outcome is not None else ("timeout", None)
+        if kind == "lost":
+            self._count("lease_lost")
+            log.error("task %s: %s; result discarded", task.id, value)
+            return
+        for attempt in range(4):
+            try:
+                if kind == "ok":
+                    try:
+                        output_json = v.json_value(value, "output")
+                    except ValidationError as exc:
+                        keys = await self.queue._fail(lease, f"result is not JSON: {exc}", retryable=False)
+                        self._count("failed")
+                        log.error("task %s: handler result is not JSON: %s", task.id, exc)
+                    else:
+                        keys = await self.queue._complete(lease, value, output_json)
+                        self._count("completed")
+                        log.info("task %s: completed", task.id)
+                else:
+                    error, retryable = _describe(kind, value, task.timeout_seconds)
+                    keys = await self.queue._fail(lease, error, retryable=retryable)
+                    status = lease.task.status.value
+                    self._count("retried" if status == "pending" else "failed")
+                    log.warning("task %s: attempt %d failed (%s); now %s", task.id, task.attempt, error, status)
+                deleter.add(keys)
+                # their deletion is batched: don't mistake them for work meanwhile
+                forget_at = lease.task.updated_at + timedelta(minutes=5)
+                for key in keys:
+                    self._skip[key] = forget_at
+                return
+            except LeaseLost as exc:
+                self._count("lease_lost")
+                log.error("task %s: %s", task.id, exc)
+                return
+            except StorageError as exc:
+                if attempt == 3:
+                    log.error("task %s: recording the outcome failed, the lease will lapse: %s", task.id, exc)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    async def _drain(self, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
+        if not self._inflight:
+            return
+        pending = list(self._inflight.values())
+        log.info("worker %s: waiting up to %.0fs for %d in-flight tasks", self.worker_id, opts.shutdown_grace_seconds, len(pending))
+        _, still = await asyncio.wait(pending, timeout=opts.shutdown_grace_seconds)
+        for t in still:
+            t.cancel()
+        if still:
+            await asyncio.gather(*still, return_exceptions=True)
+
+
+def _describe(kind: str, value: Any, timeout_seconds: int) -> tuple[str, bool]:
+    """(last_error text, retryable?) for a failed attempt."""
+    if kind == "timeout":
+        return f"timed out after {timeout_seconds}s", True
+    if isinstance(value, PermanentError):
+        return f"PermanentError: {value}", False
+    if isinstance(value, RetryableError):
+        return f"RetryableError: {value}", True
+    if isinstance(value, asyncio.CancelledError):
+        return "cancelled", True
+    return f"{type(value).__name__}: {value}", True

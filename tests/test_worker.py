@@ -1,0 +1,384 @@
+"""Worker and protocol behaviour on the in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+
+from buquet import (
+    LeaseLost,
+    MemoryStore,
+    Monitor,
+    PermanentError,
+    RetryableError,
+    RetryPolicy,
+    TaskStatus,
+    ValidationError,
+    Worker,
+    WorkerRunOptions,
+)
+from buquet.queue import Lease, Queue
+from tests.conftest import FakeClock
+
+ALL = ["0", "1", "2", "3"]
+ONCE = WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False, delete_flush_ms=0)
+
+
+def make_worker(queue: Queue, name: str = "w1") -> Worker:
+    return Worker(queue, name, ALL)
+
+
+async def test_quick_start_shape_completes_a_task(queue: Queue, store: MemoryStore) -> None:
+    task = await queue.submit("send_email", {"to": "user@example.com"})
+    worker = make_worker(queue)
+
+    @worker.task("send_email")
+    async def handle_email(input):  # type: ignore[no-untyped-def]
+        return {"sent": True, "to": input["to"]}
+
+    await worker.run(ONCE)
+    done = await queue.get(task.id)
+    assert done is not None and done.status == TaskStatus.Completed
+    assert done.output == {"sent": True, "to": "user@example.com"}
+    assert done.attempt == 1 and done.worker_id == "w1" and done.completed_at is not None
+    # only the task object (and the bucket config) remain: the index entries are gone
+    assert sorted(store.keys()) == ["config.json", queue.layout.task(task.shard, task.id)]
+    assert [h.status for h in await queue.get_history(task.id)] == [
+        TaskStatus.Pending, TaskStatus.Running, TaskStatus.Completed]
+
+
+async def test_plain_function_handlers_run_in_a_thread(queue: Queue) -> None:
+    task = await queue.submit("add", {"a": 2, "b": 3})
+    worker = make_worker(queue)
+    worker.task("add")(lambda inp: inp["a"] + inp["b"])
+    await worker.run(ONCE)
+    assert (await queue.get(task.id)).output == 5  # type: ignore[union-attr]
+
+
+async def test_happy_path_costs_at_most_six_requests(queue: Queue, store: MemoryStore) -> None:
+    """The request budget of docs/protocol.md, step by step (polling LISTs excluded)."""
+    n = 50
+    before = dict(store.request_counts)
+    tasks = [await queue.submit("noop", i) for i in range(n)]
+    submit = {k: store.request_counts.get(k, 0) - before.get(k, 0) for k in store.request_counts}
+    assert submit == {"put": 2 * n, **{k: 0 for k in submit if k != "put"}}
+
+    worker = make_worker(queue)
+    worker.task("noop")(lambda x: None)
+    before = dict(store.request_counts)
+    await worker.run(WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False,
+                                      max_concurrency=n, delete_flush_ms=50))
+    run = {k: store.request_counts.get(k, 0) - before.get(k, 0) for k in store.request_counts}
+    statuses = [(await queue.get(t.id)).status for t in tasks]  # type: ignore[union-attr]
+    assert statuses == [TaskStatus.Completed] * n
+    assert run["get"] == n  # claim: 1 GET per task
+    assert run["put"] == 2 * n  # claim + complete: 1 conditional PUT each
+    assert run.get("delete", 0) == 0 and run.get("head", 0) == 0
+    per_task = (submit["put"] + run["get"] + run["put"] + run["delete_many"]) / n
+    assert per_task <= 6
+    assert run["delete_many"] < n  # ready markers are removed in batches
+
+
+async def test_retryable_error_backs_off_with_the_policy(queue: Queue, clock: FakeClock) -> None:
+    policy = RetryPolicy(initial_interval_ms=1000, max_interval_ms=5000, multiplier=3.0, jitter_percent=0.0)
+    task = await queue.submit("flaky", None, max_retries=3, retry_policy=policy)
+    calls = []
+    worker = make_worker(queue)
+
+    @worker.task("flaky")
+    async def flaky(_):  # type: ignore[no-untyped-def]
+        calls.append(clock.now)
+        raise RetryableError("try again")
+
+    expected_delays = [1.0, 3.0, 5.0]  # 1000, 3000, 9000 capped at 5000 ms
+    for delay in expected_delays:
+        await worker.run(ONCE)
+        t = await queue.get(task.id)
+        assert t is not None and t.status == TaskStatus.Pending
+        assert t.available_at == clock.now + timedelta(seconds=delay)
+        assert t.last_error == "RetryableError: try again"
+        await worker.run(ONCE)  # not due yet: nothing runs
+        assert len(calls) == t.retry_count
+        clock.advance(delay)
+    await worker.run(ONCE)
+    final = await queue.get(task.id)
+    assert final is not None and final.status == TaskStatus.Failed
+    assert final.attempt == 4 and final.retry_count == 3 and len(calls) == 4
+
+
+def test_jitter_stays_within_its_band() -> None:
+    policy = RetryPolicy(initial_interval_ms=1000, max_interval_ms=60000, multiplier=2.0, jitter_percent=0.25)
+    rng = random.Random(7)
+    for n, base in [(1, 1000), (2, 2000), (3, 4000)]:
+        delays = [policy.delay_ms(n, rng) for _ in range(200)]
+        assert min(delays) >= base * 0.75 and max(delays) <= base * 1.25
+        assert len(set(delays)) > 50  # actually spread
+
+
+async def test_permanent_error_fails_at_once(queue: Queue) -> None:
+    task = await queue.submit("bad", None, max_retries=5)
+    worker = make_worker(queue)
+
+    @worker.task("bad")
+    async def bad(_):  # type: ignore[no-untyped-def]
+        raise PermanentError("invalid address")
+
+    await worker.run(ONCE)
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Failed and t.attempt == 1
+    assert t.last_error == "PermanentError: invalid address"
+
+
+async def test_other_exceptions_are_retried(queue: Queue, clock: FakeClock) -> None:
+    task = await queue.submit("boom", None, max_retries=1,
+                              retry_policy=RetryPolicy(initial_interval_ms=0, jitter_percent=0.0))
+    worker = make_worker(queue)
+    attempts = []
+
+    @worker.task("boom")
+    async def boom(_):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("reset by peer")
+        return "ok"
+
+    await worker.run(ONCE)  # zero backoff: the retry runs in the same run
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Completed and t.output == "ok" and t.attempt == 2
+    history = await queue.get_history(task.id)
+    assert [(h.status.value, h.attempt) for h in history] == [
+        ("pending", 0), ("running", 1), ("pending", 1), ("running", 2), ("completed", 2)]
+    assert history[2].last_error == "ConnectionError: reset by peer"
+
+
+async def test_timeout_cancels_the_handler_and_counts_as_retryable(queue: Queue) -> None:
+    task = await queue.submit("slow", None, timeout_seconds=1, max_retries=0)
+    worker = make_worker(queue)
+    cancelled = asyncio.Event()
+
+    @worker.task("slow")
+    async def slow(_):  # type: ignore[no-untyped-def]
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    await worker.run(ONCE)
+    assert cancelled.is_set()
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Failed and t.last_error == "timed out after 1s"
+
+
+async def test_result_that_is_not_json_fails_the_task(queue: Queue) -> None:
+    task = await queue.submit("weird", None, max_retries=3)
+    worker = make_worker(queue)
+    worker.task("weird")(lambda _: {"when": object()})
+    await worker.run(ONCE)
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Failed and t.attempt == 1
+    assert t.last_error is not None and "result is not JSON" in t.last_error and "output.when" in t.last_error
+
+
+async def test_worker_never_claims_types_without_a_handler(queue: Queue, store: MemoryStore) -> None:
+    other = await queue.submit("not_mine", None)
+    mine = await queue.submit("mine", None)
+    worker = make_worker(queue)
+    worker.task("mine")(lambda _: 1)
+    gets = store.request_counts.get("get", 0)
+    await worker.run(ONCE)
+    assert store.request_counts["get"] - gets == 1  # the other task was never even read
+    assert (await queue.get(mine.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    untouched = await queue.get(other.id)
+    assert untouched is not None and untouched.status == TaskStatus.Pending and untouched.attempt == 0
+
+
+async def test_several_tasks_run_concurrently_in_one_worker(live_queue: Queue) -> None:
+    n = 4
+    for i in range(n):
+        await live_queue.submit("meet", i)
+    barrier = asyncio.Barrier(n)
+    worker = make_worker(live_queue)
+
+    @worker.task("meet")
+    async def meet(i):  # type: ignore[no-untyped-def]
+        await asyncio.wait_for(barrier.wait(), timeout=10)  # only passes if all n run at once
+        return i
+
+    await worker.run(WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False, max_concurrency=n))
+    assert worker.stats == {"claimed": n, "completed": n}
+
+
+async def test_lease_is_extended_while_the_handler_runs(live_queue: Queue, store: MemoryStore) -> None:
+    task = await live_queue.submit("long", None, max_retries=0)
+    worker = make_worker(live_queue)
+    release = asyncio.Event()
+    seen_lease_keys: list[str] = []
+
+    @worker.task("long")
+    async def long(_):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return "done"
+
+    async def watch() -> None:
+        # wait for two heartbeats: the task moves from the ready index to the lease
+        # index, and its lease entry moves forward
+        while len(seen_lease_keys) < 2:
+            keys = [k for k in store.keys() if k.startswith("leases/")]
+            for k in keys:
+                if k not in seen_lease_keys:
+                    seen_lease_keys.append(k)
+            await asyncio.sleep(0.05)
+        release.set()
+
+    opts = WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False, lease_seconds=1, delete_flush_ms=0)
+    await asyncio.wait_for(asyncio.gather(worker.run(opts), watch()), timeout=20)
+    t = await live_queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Completed and t.attempt == 1
+    assert seen_lease_keys[0] < seen_lease_keys[1]  # later expiry sorts later
+    assert not any(k.startswith(("leases/", "ready/")) for k in store.keys())
+
+
+async def _claim_first(queue: Queue, worker_id: str, lease_seconds: float = 30) -> Lease:
+    now = await queue.time()
+    for shard in queue.shards:
+        for marker in await queue._due_markers(shard, now, 100):
+            result = await queue._claim(marker, worker_id, lease_seconds, now)
+            if isinstance(result, Lease):
+                return result
+    raise AssertionError("nothing to claim")
+
+
+async def test_zombie_completion_is_rejected(queue: Queue, clock: FakeClock) -> None:
+    task = await queue.submit("t", None)
+    zombie = await _claim_first(queue, "zombie", lease_seconds=30)
+    clock.advance(31)  # the zombie's lease lapses without a heartbeat
+    fresh = await _claim_first(queue, "fresh", lease_seconds=30)
+    assert fresh.task.attempt == 2
+    with pytest.raises(LeaseLost):
+        await queue._complete(zombie, "stale result", '"stale result"')
+    await queue._complete(fresh, "fresh result", '"fresh result"')
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Completed and t.output == "fresh result"
+    assert t.worker_id == "fresh"
+
+
+async def test_live_lease_cannot_be_claimed_by_another_worker(queue: Queue, clock: FakeClock) -> None:
+    await queue.submit("t", None)
+    await _claim_first(queue, "a", lease_seconds=30)
+    clock.advance(29)
+    with pytest.raises(AssertionError, match="nothing to claim"):
+        await _claim_first(queue, "b")
+
+
+async def test_a_task_that_kills_its_worker_every_time_ends_failed(queue: Queue, clock: FakeClock) -> None:
+    task = await queue.submit("crash", None, max_retries=2)
+    for expected_attempt in (1, 2, 3):
+        lease = await _claim_first(queue, f"w{expected_attempt}", lease_seconds=10)
+        assert lease.task.attempt == expected_attempt
+        clock.advance(11)  # the worker died: no heartbeat, no result
+    with pytest.raises(AssertionError, match="nothing to claim"):
+        await _claim_first(queue, "w4")
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Failed and t.attempt == 3
+    assert "no retries left" in (t.last_error or "")
+
+
+async def test_monitor_requeues_expired_leases_from_the_lease_index(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
+    task = await queue.submit("t", None, retry_policy=RetryPolicy(initial_interval_ms=0, jitter_percent=0.0))
+    lease = await _claim_first(queue, "dead", lease_seconds=10)
+    await store.delete_many(await queue._extend(lease, 10))  # one heartbeat, then the worker dies
+    assert [k for k in store.keys() if k.startswith("ready/")] == []
+    monitor = Monitor(queue)
+    assert await monitor.sweep() == 0  # lease still live
+    clock.advance(11)
+    gets = store.request_counts["get"]
+    assert await monitor.sweep() == 1
+    assert store.request_counts["get"] - gets == 1  # one GET per expired lease, nothing else read
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Pending and t.retry_count == 1
+    assert "lease of attempt 1 expired (worker dead stopped)" in (t.last_error or "")
+    assert not any(k.startswith("leases/") for k in store.keys())
+    assert await queue.list_ready(task.shard) == [task.id]
+    again = await _claim_first(queue, "alive")
+    assert again.task.attempt == 2
+
+
+async def test_monitor_cost_grows_with_expired_leases_not_tasks(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
+    for i in range(30):
+        await queue.submit("t", i)
+    leases = [await _claim_first(queue, "w", lease_seconds=100) for _ in range(10)]
+    for lease in leases[:3]:
+        await queue._extend(lease, 5)  # these three will expire first
+    for lease in leases[3:]:
+        await queue._extend(lease, 100)
+    clock.advance(6)
+    gets = store.request_counts["get"]
+    assert await Monitor(queue).sweep() == 3
+    assert store.request_counts["get"] - gets == 3
+
+
+async def test_graceful_stop_releases_unfinished_tasks(live_queue: Queue) -> None:
+    task = await live_queue.submit("stuck", None, max_retries=0)
+    worker = make_worker(live_queue)
+    started = asyncio.Event()
+
+    @worker.task("stuck")
+    async def stuck(_):  # type: ignore[no-untyped-def]
+        started.set()
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(worker.run(WorkerRunOptions(with_monitor=False, handle_signals=False, shutdown_grace_seconds=0.2)))
+    await asyncio.wait_for(started.wait(), 10)
+    worker.stop()
+    await asyncio.wait_for(run, 10)
+    t = await live_queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Pending
+    assert t.attempt == 0  # a release is not a failed attempt: max_retries=0 still allows a run
+    assert "shut down" in (t.last_error or "")
+    assert await live_queue.list_ready(t.shard) == [task.id]
+
+
+async def test_graceful_stop_lets_short_tasks_finish(live_queue: Queue) -> None:
+    task = await live_queue.submit("quick", None)
+    worker = make_worker(live_queue)
+    started, go = asyncio.Event(), asyncio.Event()
+
+    @worker.task("quick")
+    async def quick(_):  # type: ignore[no-untyped-def]
+        started.set()
+        await go.wait()
+        return "finished"
+
+    run = asyncio.create_task(worker.run(WorkerRunOptions(with_monitor=False, handle_signals=False, shutdown_grace_seconds=10)))
+    await asyncio.wait_for(started.wait(), 10)
+    worker.stop()
+    go.set()
+    await asyncio.wait_for(run, 10)
+    assert (await live_queue.get(task.id)).output == "finished"  # type: ignore[union-attr]
+
+
+async def test_worker_rejects_bad_configuration(queue: Queue) -> None:
+    with pytest.raises(ValidationError, match="shards"):
+        Worker(queue, "w", ["0", "99"])
+    with pytest.raises(ValidationError, match="worker_id"):
+        Worker(queue, "bad id!", ["0"])
+    worker = Worker(queue, "w", ["0"])
+    with pytest.raises(ValidationError, match="handlers"):
+        await worker.run(ONCE)
+    worker.task("x")(lambda _: None)
+    with pytest.raises(ValidationError, match="already registered"):
+        worker.task("x")(lambda _: None)
+    with pytest.raises(ValidationError, match="max_concurrency"):
+        await worker.run(WorkerRunOptions(max_concurrency=0))
+
+
+async def test_claim_race_has_exactly_one_winner(queue: Queue, clock: FakeClock) -> None:
+    await queue.submit("t", None)
+    now = await queue.time()
+    markers = [m for s in queue.shards for m in await queue._due_markers(s, now, 10)]
+    results = await asyncio.gather(*(queue._claim(markers[0], f"w{i}", 30, now) for i in range(10)))
+    assert sum(isinstance(r, Lease) for r in results) == 1

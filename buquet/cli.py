@@ -80,10 +80,13 @@ async def _awaited(obj: Any) -> Any:
 @click.option("--poll-interval-ms", default=500, show_default=True, help="Idle poll interval (doubles while idle).")
 @click.option("--lease-seconds", default=30.0, show_default=True, help="Lease (visibility timeout) per claim.")
 @click.option("--no-monitor", is_flag=True, help="Do not run lease recovery in this process.")
+@click.option("--monitor-interval-seconds", default=10.0, show_default=True, help="Lease recovery period.")
+@click.option("--shutdown-grace-seconds", default=30.0, show_default=True, help="On SIGTERM, time for in-flight tasks.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
 @click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
 def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seconds: float,
-           no_monitor: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
+           no_monitor: bool, monitor_interval_seconds: float, shutdown_grace_seconds: float,
+           exit_when_idle: bool, max_tasks: int | None) -> None:
     """Run a Worker defined in your code as module:attribute.
 
     The attribute is a buquet.Worker, or a function (sync or async) returning one.
@@ -93,6 +96,7 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seco
     opts = WorkerRunOptions(
         poll_interval_ms=poll_interval_ms, max_concurrency=concurrency, lease_seconds=lease_seconds,
         with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
+        monitor_interval_seconds=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
     )
     logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
     run_async(w.run(opts))

@@ -504,11 +504,13 @@ class Queue(SchedulesMixin):
         return new
 
     # ------------------------------------------------------------ protocol (internal)
-    async def _due_markers(self, shard: str, now: datetime, limit: int) -> builtins.list[ReadyMarker]:
-        """Ready markers of ``shard`` due at ``now`` (one LIST)."""
+    async def _due_markers(
+        self, shard: str, now: datetime, limit: int, start_after: str | None = None
+    ) -> builtins.list[ReadyMarker]:
+        """Ready markers of ``shard`` due at ``now``, after ``start_after`` (one LIST)."""
         now_ms = to_ms(now)
         out: builtins.list[ReadyMarker] = []
-        for info in await self.store.list(self.layout.ready_prefix(shard), limit=limit):
+        for info in await self.store.list(self.layout.ready_prefix(shard), start_after=start_after, limit=limit):
             m = self.layout.parse_ready(info)
             if m is None:
                 continue

@@ -23,6 +23,7 @@ from .queue import Lease, Queue, ReadyMarker
 log = logging.getLogger("buquet.worker")
 
 Handler = Callable[[Any], Any]
+_MAX_PAGES = 10
 
 
 @dataclass
@@ -287,11 +288,8 @@ class Worker:
     ) -> int:
         now = await self.queue.time()
         self._skip = {k: until for k, until in self._skip.items() if until > now}
-        candidates: list[ReadyMarker] = []
-        for shard in shards:
-            for m in await self.queue._due_markers(shard, now, limit=max(100, 4 * free)):
-                if m.task_type in self._handlers and m.task_id not in self._inflight and m.key not in self._skip:
-                    candidates.append(m)
+        per_shard = await asyncio.gather(*(self._candidates(shard, now, free) for shard in shards))
+        candidates = [m for found in per_shard for m in found]
         if not candidates:
             return 0
         # Spread racing workers over the due tasks: shuffle the head of the list.
@@ -322,6 +320,24 @@ class Worker:
                     if until is not None:
                         self._skip[marker.key] = until
         return started
+
+    async def _candidates(self, shard: str, now: datetime, free: int) -> list[ReadyMarker]:
+        """Due markers of one shard this worker could claim. Pages past markers it must
+        skip (in flight, other task types, recently seen) so they cannot starve the
+        work behind them; at most ``_MAX_PAGES`` LISTs."""
+        page_size = max(100, 4 * free)
+        start_after: str | None = None
+        found: list[ReadyMarker] = []
+        for _ in range(_MAX_PAGES):
+            page = await self.queue._due_markers(shard, now, page_size, start_after)
+            for m in page:
+                if m.task_type in self._handlers and m.task_id not in self._inflight and m.key not in self._skip:
+                    found.append(m)
+            if found or len(page) < page_size:
+                break
+            start_after = page[-1].key
+            page_size = 1000
+        return found
 
     def _start(self, lease: Lease, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
         task_id = lease.task.id

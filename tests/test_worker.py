@@ -382,3 +382,17 @@ async def test_claim_race_has_exactly_one_winner(queue: Queue, clock: FakeClock)
     markers = [m for s in queue.shards for m in await queue._due_markers(s, now, 10)]
     results = await asyncio.gather(*(queue._claim(markers[0], f"w{i}", 30, now) for i in range(10)))
     assert sum(isinstance(r, Lease) for r in results) == 1
+
+
+async def test_due_tasks_of_other_types_cannot_starve_a_worker(clock: FakeClock) -> None:
+    from buquet import connect
+
+    queue = await connect(store=MemoryStore(), clock=clock, shard_count=1)
+    for i in range(250):  # more than one LIST page ahead of the task this worker can run
+        await queue.submit("someone_elses", i)
+    clock.advance(1)
+    mine = await queue.submit("mine", None)
+    worker = Worker(queue, "w1", ["0"])
+    worker.task("mine")(lambda _: "ok")
+    await worker.run(ONCE)
+    assert (await queue.get(mine.id)).status == TaskStatus.Completed  # type: ignore[union-attr]

@@ -1,0 +1,35 @@
+"""A worker application for the end-to-end tests, loaded by ``buquet worker
+tests.e2e_app:make_worker`` in separate processes. Configuration comes from the same
+environment variables as the CLI (S3_BUCKET/S3_ENDPOINT or BUQUET_LOCAL_DIR) plus
+``E2E_WORKER_ID``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from buquet import Worker, connect
+
+
+async def make_worker() -> Worker:
+    queue = await connect()
+    worker = Worker(queue, os.environ.get("E2E_WORKER_ID", f"w{os.getpid()}"), queue.shards)
+
+    @worker.task("record")
+    async def record(payload: dict) -> dict:
+        # yield once so racing workers genuinely overlap
+        await asyncio.sleep(0)
+        return {"n": payload["n"], "pid": os.getpid(), "worker": worker.worker_id}
+
+    @worker.task("die_once")
+    async def die_once(payload: dict) -> dict:
+        """First attempt: announce itself, then hang (the test SIGKILLs us). Later
+        attempts: finish."""
+        flag = Path(payload["flag"])
+        if not flag.exists():
+            flag.write_text(str(os.getpid()))
+            await asyncio.Event().wait()
+        return {"recovered_by": worker.worker_id, "pid": os.getpid()}
+
+    return worker

@@ -537,9 +537,16 @@ class Queue(SchedulesMixin):
             raise
 
     async def _claim(
-        self, marker: ReadyMarker, worker_id: str, lease_seconds: float, now: datetime
+        self,
+        marker: ReadyMarker,
+        worker_id: str,
+        lease_seconds: float,
+        now: datetime,
+        max_timeout_seconds: float | None = None,
     ) -> Lease | tuple[str, datetime | None]:
-        """Try to claim the task behind a due ready marker.
+        """Try to claim the task behind a due ready marker. With
+        ``max_timeout_seconds``, a task whose ``timeout_seconds`` is longer is left
+        alone (a Lambda invocation with too little time left).
 
         Returns a :class:`Lease` on success, else ``(reason, skip_until)``: the reason
         in a word, and when the marker is worth looking at again (``None`` = it was
@@ -574,6 +581,8 @@ class Queue(SchedulesMixin):
             return ("final", None)
         if task.status == TaskStatus.Pending and task.available_at > now:
             return ("not-due", task.available_at)
+        if max_timeout_seconds is not None and task.timeout_seconds > max_timeout_seconds:
+            return ("too-long", None)
         if task.status == TaskStatus.Running:
             if task.lease_expires_at is not None and task.lease_expires_at > now:
                 return ("leased", task.lease_expires_at)

@@ -11,14 +11,16 @@ import random
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from . import _validate as v
 from .errors import LeaseLost, PermanentError, RetryableError, StorageError, ValidationError
 from .monitor import Monitor
+from ._time import to_ms
 from .queue import Lease, Queue, ReadyMarker
+from .storage.base import ObjectInfo
 
 log = logging.getLogger("buquet.worker")
 
@@ -158,6 +160,10 @@ class Worker:
         self._rng = random.Random()
         #: counters: claimed, completed, retried, failed, lease_lost, claim_conflicts
         self.stats: dict[str, int] = {}
+        # run_once (serverless) state: remaining-time function, margin, keys to try first
+        self._remaining: Callable[[], float] | None = None
+        self._margin_seconds = 0.0
+        self._initial: list[ReadyMarker] = []
 
     # ---------------------------------------------------------------- handlers
     def task(self, task_type: str) -> Callable[[Handler], Handler]:
@@ -237,10 +243,65 @@ class Worker:
                 loop.remove_signal_handler(sig)
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
 
+    async def run_once(
+        self,
+        keys: Sequence[str] = (),
+        *,
+        remaining_seconds: Callable[[], float],
+        safety_margin_seconds: float = 10.0,
+        options: WorkerRunOptions | None = None,
+    ) -> dict[str, int]:
+        """Serverless entry point: run what there is while time is left, then return.
+
+        The tasks behind ``keys`` (ready-marker keys from S3 event notifications,
+        already URL-decoded) are tried first; then the worker polls its shards like
+        :meth:`run` until a poll finds nothing and nothing is in flight. A task is only
+        started if its ``timeout_seconds`` fits in ``remaining_seconds() -
+        safety_margin_seconds``; longer ones are left for a later invocation. Keys that
+        are not ready markers of this worker's shards, duplicates, and markers whose
+        task already moved on are ignored, so duplicate and late events are harmless.
+
+        Args:
+            keys: object keys from the event.
+            remaining_seconds: returns the seconds left in the invocation (e.g.
+                ``lambda: context.get_remaining_time_in_millis() / 1000``).
+            safety_margin_seconds: time kept free for recording outcomes.
+            options: as for :meth:`run`; ``exit_when_idle`` is forced on, signals and
+                the built-in monitor off.
+
+        Returns:
+            The counters of this call (claimed, completed, retried, failed, ...).
+        """
+        opts = replace(options or WorkerRunOptions(), exit_when_idle=True, handle_signals=False, with_monitor=False)
+        layout = self.queue.layout
+        now = await self.queue.time()
+        markers: list[ReadyMarker] = []
+        for key in dict.fromkeys(keys):
+            m = layout.parse_ready(ObjectInfo(key, "", 0, now)) if key.startswith(layout.prefix + "ready/") else None
+            if m is not None and m.shard in self.shards:
+                markers.append(m)
+        before = dict(self.stats)
+        self._remaining, self._margin_seconds, self._initial = remaining_seconds, safety_margin_seconds, markers
+        self._stop_requested = False
+        try:
+            await self.run(opts)
+        finally:
+            self._remaining, self._initial = None, []
+        return {k: n - before.get(k, 0) for k, n in self.stats.items() if n - before.get(k, 0)}
+
+    def _time_left(self) -> float | None:
+        """Seconds a new task may take (serverless), or None without a deadline."""
+        if self._remaining is None:
+            return None
+        return self._remaining() - self._margin_seconds
+
     async def _poll_loop(self, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
         interval_ms = opts.poll_interval_ms
         shard_turn = 0
         while not self._stop.is_set():
+            time_left = self._time_left()
+            if time_left is not None and time_left < 1:
+                return
             if opts.max_tasks is not None and self._finished + len(self._inflight) >= opts.max_tasks:
                 if not self._inflight:
                     return
@@ -254,12 +315,13 @@ class Worker:
                 free = min(free, opts.max_tasks - self._finished - len(self._inflight))
             shards = self.shards[shard_turn:] + self.shards[:shard_turn]
             shard_turn = (shard_turn + 1) % len(self.shards)
+            initial_round = bool(self._initial)
             try:
                 started = await self._poll_once(shards, free, opts, deleter)
             except StorageError as exc:
                 log.warning("worker %s: poll failed: %s", self.worker_id, exc)
                 started = 0
-            if started:
+            if started or initial_round:
                 interval_ms = opts.poll_interval_ms
                 continue
             if opts.exit_when_idle and not self._inflight:
@@ -288,8 +350,12 @@ class Worker:
     ) -> int:
         now = await self.queue.time()
         self._skip = {k: until for k, until in self._skip.items() if until > now}
-        per_shard = await asyncio.gather(*(self._candidates(shard, now, free) for shard in shards))
-        candidates = [m for found in per_shard for m in found]
+        if self._initial:
+            candidates = [m for m in self._initial if m.task_type in self._handlers and m.due_ms <= to_ms(now)]
+            self._initial = []
+        else:
+            per_shard = await asyncio.gather(*(self._candidates(shard, now, free) for shard in shards))
+            candidates = [m for found in per_shard for m in found]
         if not candidates:
             return 0
         # Spread racing workers over the due tasks: shuffle the head of the list.
@@ -301,8 +367,9 @@ class Worker:
             batch, candidates = candidates[: free - started], candidates[free - started :]
             seen: set[str] = set()
             batch = [m for m in batch if not (m.task_id in seen or seen.add(m.task_id))]
+            time_left = self._time_left()
             results = await asyncio.gather(
-                *(self.queue._claim(m, self.worker_id, opts.lease_seconds, now) for m in batch),
+                *(self.queue._claim(m, self.worker_id, opts.lease_seconds, now, time_left) for m in batch),
                 return_exceptions=True,
             )
             for marker, result in zip(batch, results):
@@ -361,8 +428,11 @@ class Worker:
         try:
             done, _ = await asyncio.wait({call, heartbeat}, timeout=task.timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
             if call in done:
-                exc = call.exception()
-                outcome = ("error", exc) if exc is not None else ("ok", call.result())
+                if call.cancelled():  # the handler cancelled itself
+                    outcome = ("error", asyncio.CancelledError())
+                else:
+                    exc = call.exception()
+                    outcome = ("error", exc) if exc is not None else ("ok", call.result())
             elif heartbeat in done:
                 outcome = ("lost", heartbeat.exception() or LeaseLost("lease lost"))
             else:
@@ -436,7 +506,10 @@ class Worker:
                 return
             except LeaseLost as exc:
                 self._count("lease_lost")
-                log.error("task %s: %s", task.id, exc)
+                if attempt:
+                    log.warning("task %s: %s (an earlier try of this write may have landed)", task.id, exc)
+                else:
+                    log.error("task %s: %s", task.id, exc)
                 return
             except StorageError as exc:
                 if attempt == 3:

@@ -396,3 +396,22 @@ async def test_due_tasks_of_other_types_cannot_starve_a_worker(clock: FakeClock)
     worker.task("mine")(lambda _: "ok")
     await worker.run(ONCE)
     assert (await queue.get(mine.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+
+
+async def test_run_once_runs_event_keys_then_polls_and_skips_tasks_that_cannot_fit(queue: Queue, store: MemoryStore) -> None:
+    quick = await queue.submit("job", "quick", timeout_seconds=5)
+    other = await queue.submit("job", "found-by-polling", timeout_seconds=5)
+    long = await queue.submit("job", "too-long", timeout_seconds=600)
+    worker = make_worker(queue)
+    worker.task("job")(lambda x: x)
+    key = queue.layout.ready_for(quick)
+    stats = await worker.run_once([key, key, "unrelated/key", "ready/0/garbage"], remaining_seconds=lambda: 60.0,
+                                  safety_margin_seconds=10, options=WorkerRunOptions(delete_flush_ms=0))
+    assert stats == {"claimed": 2, "completed": 2}
+    assert (await queue.get(quick.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    assert (await queue.get(other.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    left = await queue.get(long.id)
+    assert left is not None and left.status == TaskStatus.Pending and left.attempt == 0
+    # the same event delivered again: nothing runs twice
+    assert await worker.run_once([key], remaining_seconds=lambda: 60.0) == {}
+    assert (await queue.get(quick.id)).attempt == 1  # type: ignore[union-attr]

@@ -8,7 +8,8 @@ import logging
 from datetime import datetime
 from typing import Sequence
 
-from .errors import StorageError
+from ._time import to_ms
+from .errors import ObjectNotFound, StorageError
 from .queue import Queue
 
 log = logging.getLogger("buquet.monitor")
@@ -47,6 +48,35 @@ class Monitor:
         for shard in self.shards:
             total += await self.queue._recover_shard(shard, now)
         return total
+
+    async def poke_stalled(self, now: datetime | None = None, stall_seconds: float = 60.0) -> int:
+        """Serverless helper: re-write the oldest ready marker of each shard whose due
+        time passed more than ``stall_seconds`` ago, so its S3 event notification
+        fires again and invokes a worker (which then polls the whole shard).
+
+        Needed where workers only run when events arrive: tasks whose ``schedule_at``
+        or retry backoff ends later, and tasks whose invocation died within its first
+        heartbeat, have no fresh event. Cost: one LIST per shard, plus one GET and one
+        PUT per stalled shard. Returns the number of markers re-written.
+
+        Raises:
+            StorageError: a request failed.
+        """
+        now = now or await self.queue.time()
+        cutoff_ms = to_ms(now) - int(stall_seconds * 1000)
+        poked = 0
+        for shard in self.shards:
+            markers = await self.queue._due_markers(shard, now, limit=1)
+            if not markers or markers[0].due_ms > cutoff_ms:
+                continue
+            key = markers[0].key
+            try:
+                obj = await self.queue.store.get(key)
+            except ObjectNotFound:
+                continue  # claimed and cleaned up meanwhile
+            await self.queue.store.put(key, obj.data)
+            poked += 1
+        return poked
 
     async def run(self, interval_seconds: float = 10.0, stop: asyncio.Event | None = None) -> None:
         """Sweep every ``interval_seconds`` until ``stop`` is set. Storage errors are

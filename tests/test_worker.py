@@ -415,3 +415,18 @@ async def test_run_once_runs_event_keys_then_polls_and_skips_tasks_that_cannot_f
     # the same event delivered again: nothing runs twice
     assert await worker.run_once([key], remaining_seconds=lambda: 60.0) == {}
     assert (await queue.get(quick.id)).attempt == 1  # type: ignore[union-attr]
+
+
+async def test_poke_stalled_rewrites_one_overdue_marker_per_shard(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
+    task = await queue.submit("t", None, schedule_at=clock.now + timedelta(minutes=5))
+    monitor = Monitor(queue)
+    clock.advance(5 * 60 + 30)
+    assert await monitor.poke_stalled(stall_seconds=60) == 0  # due only 30 s ago
+    clock.advance(60)
+    key = queue.layout.ready_for(task)
+    before = (await store.head(key)).last_modified
+    puts = store.request_counts["put"]
+    assert await monitor.poke_stalled(stall_seconds=60) == 1
+    assert store.request_counts["put"] - puts == 1
+    assert (await store.head(key)).last_modified >= before
+    assert (await queue.get(task.id)).status == TaskStatus.Pending  # type: ignore[union-attr]

@@ -33,3 +33,15 @@ async def make_worker() -> Worker:
         return {"recovered_by": worker.worker_id, "pid": os.getpid()}
 
     return worker
+
+
+async def make_worker_with_hang() -> Worker:
+    """The worker above plus a ``hang`` task type that announces itself and never ends."""
+    worker = await make_worker()
+
+    @worker.task("hang")
+    async def hang(payload: dict) -> None:
+        Path(payload["flag"]).write_text(str(os.getpid()))
+        await asyncio.Event().wait()
+
+    return worker

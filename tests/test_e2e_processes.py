@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def spawn_worker(env: dict[str, str], worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "buquet", "worker", "tests.e2e_app:make_worker", *extra],
+        [sys.executable, "-m", "buquet", "worker", "tests.e2e_app:make_worker_with_hang", *extra],
         cwd=ROOT,
         env={**os.environ, **env, "E2E_WORKER_ID": worker_id, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -119,3 +119,28 @@ async def test_sigkilled_worker_task_is_recovered_after_its_lease(s3_endpoint: s
     assert "lease of attempt 1 expired (worker victim stopped)" in (done.last_error or "")
     statuses = [h.status for h in await queue.get_history(task.id)]
     assert statuses == [TaskStatus.Pending, TaskStatus.Running, TaskStatus.Pending, TaskStatus.Running, TaskStatus.Completed]
+
+
+@pytest.mark.e2e
+async def test_sigterm_finishes_nothing_half_way_and_releases_the_task(tmp_path: Path) -> None:
+    queue = await connect(local_dir=str(tmp_path / "bucket"))
+    flag = tmp_path / "started"
+    task = await queue.submit("hang", {"flag": str(flag)}, max_retries=0)
+    proc = spawn_worker({"BUQUET_LOCAL_DIR": str(tmp_path / "bucket")}, "graceful",
+                        "--poll-interval-ms", "50", "--shutdown-grace-seconds", "0.5")
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not flag.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert loop.time() < deadline, "the worker never started the task"
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Pending and t.attempt == 0
+    assert "released" in (t.last_error or "")
+    assert await queue.list_ready(t.shard) == [task.id]

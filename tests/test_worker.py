@@ -430,3 +430,21 @@ async def test_poke_stalled_rewrites_one_overdue_marker_per_shard(queue: Queue, 
     assert store.request_counts["put"] - puts == 1
     assert (await store.head(key)).last_modified >= before
     assert (await queue.get(task.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+
+
+async def test_idle_polling_backs_off_and_resets_when_work_appears(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = make_worker(queue)
+    worker.task("t")(lambda _: None)
+    pauses: list[float] = []
+
+    async def fake_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 5:
+            await queue.submit("t", None)  # work turns up
+        if len(pauses) == 7:
+            worker.stop()
+
+    monkeypatch.setattr(worker, "_sleep_or_wake", fake_pause)
+    await worker.run(WorkerRunOptions(poll_interval_ms=100, max_poll_interval_ms=800, with_monitor=False, handle_signals=False))
+    assert pauses == [0.1, 0.2, 0.4, 0.8, 0.8, 0.1, 0.2]
+    assert worker.stats["completed"] == 1

@@ -14,6 +14,8 @@ from .errors import (
     PermanentError,
     PreconditionFailed,
     RetryableError,
+    ScheduleExists,
+    ScheduleNotFound,
     StorageError,
     TaskError,
     TaskNotFound,
@@ -22,6 +24,8 @@ from .errors import (
 from .models import RetryPolicy, Task, TaskStatus
 from .monitor import Monitor
 from .queue import Queue, connect
+from .scheduler import Scheduler, tick_once
+from .schedules import CatchUp, Schedule, ScheduleLastRun
 from .storage import LocalStore, MemoryStore, ObjectStore
 from .worker import Worker, WorkerRunOptions
 
@@ -29,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BuquetError",
+    "CatchUp",
     "ConfigurationError",
     "LeaseLost",
     "LocalStore",
@@ -41,6 +46,11 @@ __all__ = [
     "Queue",
     "RetryPolicy",
     "RetryableError",
+    "Schedule",
+    "ScheduleExists",
+    "ScheduleLastRun",
+    "ScheduleNotFound",
+    "Scheduler",
     "StorageError",
     "Task",
     "TaskError",
@@ -50,4 +60,5 @@ __all__ = [
     "Worker",
     "WorkerRunOptions",
     "connect",
+    "tick_once",
 ]

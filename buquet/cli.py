@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from .cli_common import open_queue, parse_json_option, run_async, table
-from .cli_schedules import schedule_group
+from .cli_schedules import schedule_group, scheduler_command
 from .models import RetryPolicy, Task, TaskStatus
 from .worker import Worker, WorkerRunOptions
 
@@ -82,11 +82,12 @@ async def _awaited(obj: Any) -> Any:
 @click.option("--no-monitor", is_flag=True, help="Do not run lease recovery in this process.")
 @click.option("--monitor-interval-seconds", default=10.0, show_default=True, help="Lease recovery period.")
 @click.option("--shutdown-grace-seconds", default=30.0, show_default=True, help="On SIGTERM, time for in-flight tasks.")
+@click.option("--with-scheduler", is_flag=True, help="Also fire due cron schedules in this process.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
 @click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
 def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seconds: float,
            no_monitor: bool, monitor_interval_seconds: float, shutdown_grace_seconds: float,
-           exit_when_idle: bool, max_tasks: int | None) -> None:
+           with_scheduler: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
     """Run a Worker defined in your code as module:attribute.
 
     The attribute is a buquet.Worker, or a function (sync or async) returning one.
@@ -97,6 +98,7 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seco
         poll_interval_ms=poll_interval_ms, max_concurrency=concurrency, lease_seconds=lease_seconds,
         with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
         monitor_interval_seconds=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
+        with_scheduler=with_scheduler,
     )
     logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
     run_async(w.run(opts))
@@ -201,12 +203,7 @@ def now(ctx: click.Context) -> None:
 
 
 cli.add_command(schedule_group)
-try:
-    from .cli_schedules import scheduler_command
-except ImportError:  # pragma: no cover - present once the scheduler lands
-    scheduler_command = None
-if scheduler_command is not None:
-    cli.add_command(scheduler_command)
+cli.add_command(scheduler_command)
 
 
 def main() -> None:

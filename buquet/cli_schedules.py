@@ -1,10 +1,319 @@
-"""``buquet schedule …`` and ``buquet scheduler`` commands (issue 3)."""
+"""``buquet schedule …`` and ``buquet scheduler`` commands.
+
+``buquet schedule create ID TASK_TYPE CRON [--input JSON] [--timezone ZONE] …``,
+``list``, ``get ID``, ``enable ID``, ``disable ID``, ``delete ID``, ``trigger ID``, and
+``buquet scheduler`` (the long-lived scheduler; ``--once`` for a single tick). Bad input
+exits with status 2 and names the field; unknown or duplicate schedules exit with 1.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
 import click
+
+from . import cli_common
+from .models import RetryPolicy
+from .schedules import CatchUp, Schedule, ScheduleLastRun
+
+
+def _utc(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _local(dt: datetime, zone: str) -> str:
+    return dt.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _relative(dt: datetime, now: datetime) -> str:
+    seconds = int((dt - now).total_seconds())
+    past, seconds = seconds < 0, abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    if not days:
+        parts.append(f"{minutes}m")
+    if not days and not hours:
+        parts.append(f"{secs}s")
+    text = "".join(parts)
+    return f"{text} ago (overdue)" if past else f"in {text}"
+
+
+def _options(s: Schedule) -> str:
+    text = f"timeout {s.timeout_seconds}s, max {s.max_retries} retries"
+    if s.retry_policy is not None:
+        text += f", retry policy {json.dumps(s.retry_policy.to_dict())}"
+    return text
+
+
+def _catch_up(s: Schedule) -> str:
+    return f"all (up to {s.catch_up_limit})" if s.catch_up == CatchUp.ALL else s.catch_up.value
+
+
+def _detail(s: Schedule, run: ScheduleLastRun, now: datetime) -> str:
+    rows: list[tuple[str, str]] = [
+        ("id", s.id),
+        ("task type", s.task_type),
+        ("cron", s.cron),
+        ("timezone", s.timezone),
+        ("enabled", "yes" if s.enabled else "no"),
+        ("catch-up", _catch_up(s)),
+        ("input", json.dumps(s.input)),
+        ("task options", _options(s)),
+        ("created", _utc(s.created_at)),
+        ("updated", _utc(s.updated_at)),
+    ]
+    if run.last_run_at is not None:
+        rows.append(("last run", f"{_utc(run.last_run_at)} ({run.last_run_kind or 'slot'}) task {run.last_task_id}"))
+    else:
+        rows.append(("last run", "never"))
+    rows.append(("last slot", _utc(run.last_slot_at)))
+    if run.next_run_at is not None:
+        when = _utc(run.next_run_at)
+        if s.timezone not in ("UTC", "Etc/UTC"):
+            when = f"{_local(run.next_run_at, s.timezone)} = {when}"
+        rows.append(("next run", f"{when} {_relative(run.next_run_at, now)}"))
+    else:
+        rows.append(("next run", "- (disabled)" if not s.enabled else "- (the cron never matches again)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {val}" for k, val in rows)
+
+
+def _as_json(s: Schedule, run: ScheduleLastRun | None) -> dict[str, Any]:
+    doc = s.to_dict()
+    doc.pop("version", None)
+    if run is not None:
+        doc["last_run"] = {
+            "last_run_at": run.last_run_at and _iso(run.last_run_at),
+            "last_task_id": run.last_task_id,
+            "last_run_kind": run.last_run_kind,
+            "last_slot_at": run.last_slot_at and _iso(run.last_slot_at),
+            "next_run_at": run.next_run_at and _iso(run.next_run_at),
+        }
+    return doc
+
+
+def _iso(dt: datetime) -> str:
+    from ._time import to_rfc3339
+
+    return to_rfc3339(dt)
+
+
+async def _show(q: Any, schedule: Schedule, as_json: bool) -> None:
+    run = await q._last_run_of(schedule)
+    if as_json:
+        click.echo(json.dumps(_as_json(schedule, run), indent=2))
+    else:
+        click.echo(_detail(schedule, run, await q.time()))
 
 
 @click.group("schedule")
 def schedule_group() -> None:
-    """Create, inspect and control cron schedules."""
+    """Create, inspect and control cron schedules.
+
+    CRON is standard 5-field cron (minute hour day-of-month month day-of-week, e.g.
+    "0 9 * * 1-5") or @hourly/@daily/@weekly/@monthly/@yearly, read in the schedule's
+    --timezone. A scheduler (`buquet scheduler`, a worker with the scheduler on, or the
+    scheduler Lambda) must run for schedules to fire.
+    """
+
+
+@schedule_group.command("create")
+@click.argument("schedule_id", metavar="ID")
+@click.argument("task_type")
+@click.argument("cron")
+@click.option("--input", "input_json", default="null", show_default=True, help="JSON input of every run's task.")
+@click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA time zone the cron is read in.")
+@click.option("--timeout-seconds", type=int, default=300, show_default=True, help="Task timeout per attempt.")
+@click.option("--max-retries", type=int, default=3, show_default=True, help="Task retries.")
+@click.option("--retry-policy", default=None, help='Task retry policy as JSON, e.g. {"initial_interval_ms":500}.')
+@click.option("--catch-up", type=click.Choice([c.value for c in CatchUp]), default="latest", show_default=True,
+              help="Missed slots after downtime: run the latest once, all (bounded), or skip.")
+@click.option("--catch-up-limit", type=int, default=10, show_default=True, help="With --catch-up all: most missed slots run.")
+@click.option("--disabled", is_flag=True, help="Create it disabled.")
+@click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
+@click.pass_context
+def create_cmd(ctx: click.Context, schedule_id: str, task_type: str, cron: str, input_json: str, tz: str,
+               timeout_seconds: int, max_retries: int, retry_policy: str | None, catch_up: str,
+               catch_up_limit: int, disabled: bool, as_json: bool) -> None:
+    """Create schedule ID that submits TASK_TYPE on CRON. It first fires at its next slot."""
+    payload = cli_common.parse_json_option(input_json, "--input")
+    policy = (
+        RetryPolicy.from_dict(cli_common.parse_json_option(retry_policy, "--retry-policy")) if retry_policy else None
+    )
+
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            s = await q.create_schedule(
+                schedule_id, task_type, payload, cron, timezone=tz, enabled=not disabled,
+                timeout_seconds=timeout_seconds, max_retries=max_retries, retry_policy=policy,
+                catch_up=catch_up, catch_up_limit=catch_up_limit,
+            )
+            await _show(q, s, as_json)
+
+    cli_common.run_async(go())
+
+
+@schedule_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List every schedule with its next and last run (times in UTC)."""
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            schedules = await q.list_schedules()
+            now = await q.time()
+            runs = await asyncio.gather(*(q._last_run_of(s, now) for s in schedules))
+        if as_json:
+            click.echo(json.dumps([_as_json(s, r) for s, r in zip(schedules, runs)], indent=2))
+            return
+        if not schedules:
+            click.echo("no schedules")
+            return
+        rows = [
+            {
+                "id": s.id,
+                "task type": s.task_type,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "enabled": "yes" if s.enabled else "no",
+                "catch-up": _catch_up(s),
+                "next run (UTC)": _utc(r.next_run_at),
+                "last run (UTC)": _utc(r.last_run_at),
+                "last task": r.last_task_id or "-",
+            }
+            for s, r in zip(schedules, runs)
+        ]
+        click.echo(cli_common.table(rows, list(rows[0])))
+
+    cli_common.run_async(go())
+
+
+@schedule_group.command("get")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def get_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
+    """Show one schedule, its last run and its next run."""
+    async def go() -> None:
+        from .errors import ScheduleNotFound
+
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            s = await q.get_schedule(schedule_id)
+            if s is None:
+                raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+            await _show(q, s, as_json)
+
+    cli_common.run_async(go())
+
+
+def _toggle(ctx: click.Context, schedule_id: str, enable: bool) -> None:
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            s = await (q.enable_schedule(schedule_id) if enable else q.disable_schedule(schedule_id))
+            run = await q._last_run_of(s)
+        state = "enabled" if s.enabled else "disabled"
+        nxt = f"; next run {_utc(run.next_run_at)}" if run.next_run_at else ""
+        click.echo(f"schedule {s.id} {state}{nxt}")
+
+    cli_common.run_async(go())
+
+
+@schedule_group.command("enable")
+@click.argument("schedule_id", metavar="ID")
+@click.pass_context
+def enable_cmd(ctx: click.Context, schedule_id: str) -> None:
+    """Enable a schedule. Slots missed while it was disabled are not replayed."""
+    _toggle(ctx, schedule_id, True)
+
+
+@schedule_group.command("disable")
+@click.argument("schedule_id", metavar="ID")
+@click.pass_context
+def disable_cmd(ctx: click.Context, schedule_id: str) -> None:
+    """Disable a schedule (it stays stored; `enable` resumes it)."""
+    _toggle(ctx, schedule_id, False)
+
+
+@schedule_group.command("delete")
+@click.argument("schedule_id", metavar="ID")
+@click.pass_context
+def delete_cmd(ctx: click.Context, schedule_id: str) -> None:
+    """Delete a schedule with its run state and slot ledger (its tasks stay)."""
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            await q.delete_schedule(schedule_id)
+        click.echo(f"schedule {schedule_id} deleted")
+
+    cli_common.run_async(go())
+
+
+@schedule_group.command("trigger")
+@click.argument("schedule_id", metavar="ID")
+@click.pass_context
+def trigger_cmd(ctx: click.Context, schedule_id: str) -> None:
+    """Submit the schedule's task now (its cron slots are unaffected). Prints the task id."""
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            task = await q.trigger_schedule(schedule_id)
+        click.echo(task.id)
+
+    cli_common.run_async(go())
+
+
+@click.command("scheduler")
+@click.option("--interval-seconds", type=float, default=10.0, show_default=True,
+              help="Longest pause between ticks (slots fire on time regardless).")
+@click.option("--once", is_flag=True, help="Run one tick, print the submitted task ids, and exit.")
+@click.pass_context
+def scheduler_command(ctx: click.Context, interval_seconds: float, once: bool) -> None:
+    """Run the scheduler: fire due cron slots as tasks, once per slot.
+
+    Run as many as you like against one bucket (each slot still fires once). Stops on
+    SIGTERM/SIGINT.
+    """
+    from .scheduler import Scheduler
+
+    logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
+
+    async def go() -> None:
+        q = await cli_common.open_queue(ctx)
+        async with q:
+            scheduler = Scheduler(q)
+            if once:
+                for task in await scheduler.tick():
+                    click.echo(task.id)
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            installed = []
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, stop.set)
+                    installed.append(sig)
+            try:
+                await scheduler.run(interval_seconds, stop)
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+
+    cli_common.run_async(go())
+
+
+__all__ = ["schedule_group", "scheduler_command"]

@@ -287,8 +287,27 @@ class Queue(SchedulesMixin):
         when = parse_when("schedule_at", schedule_at) if schedule_at is not None else None
 
         now = await self.time()
-        task_id = new_task_id(now)
         available_at = max(when, now) if when is not None else now
+        task, _ = await self._create_task(
+            new_task_id(now), task_type, input, timeout_seconds, max_retries, retry_policy, available_at, now
+        )
+        return task
+
+    async def _create_task(
+        self,
+        task_id: str,
+        task_type: str,
+        input: Any,
+        timeout_seconds: int,
+        max_retries: int,
+        retry_policy: RetryPolicy | None,
+        available_at: datetime,
+        now: datetime,
+    ) -> tuple[Task, bool]:
+        """Write a new Pending task (arguments already validated): the ready marker
+        carrying the task document first, then ``tasks/S/T.json`` with
+        ``If-None-Match: *``. Idempotent per ``task_id``: returns the task and whether
+        this call created the task object (``False``: it existed already)."""
         task = Task(
             id=task_id,
             task_type=task_type,
@@ -317,8 +336,10 @@ class Queue(SchedulesMixin):
         try:
             await self.store.put(self.layout.task(task.shard, task.id), body, if_none_match=True)
         except PreconditionFailed:
-            pass  # a worker already claimed it from the marker's copy: submitted all the same
-        return task
+            # the id exists: a worker already claimed it from the marker's copy, or this
+            # is a repeated submit of a deterministic id
+            return task, False
+        return task, True
 
     # ------------------------------------------------------------------ reading
     async def _load(self, task_id: str, shard: str | None = None) -> tuple[Task, str] | None:

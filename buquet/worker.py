@@ -36,6 +36,10 @@ class WorkerRunOptions:
         poll_interval_ms: pause after a poll that found nothing, milliseconds; it
             doubles after each further empty poll, up to ``max_poll_interval_ms``
             (adaptive idle backoff), and drops back when work turns up.
+        with_scheduler: also fire due cron schedules (:class:`~buquet.Scheduler`) in this
+            process; any number of processes may do so, each slot still fires once.
+        scheduler_interval_seconds: longest pause between scheduler ticks (it also
+            wakes at the next due slot).
         with_monitor: also run lease recovery (:class:`~buquet.Monitor`) for this
             worker's shards, every ``monitor_interval_seconds``.
         max_concurrency: tasks in flight at once in this worker (≥ 1).
@@ -66,6 +70,8 @@ class WorkerRunOptions:
     max_tasks: int | None = None
     exit_when_idle: bool = False
     delete_flush_ms: int = 100
+    with_scheduler: bool = False
+    scheduler_interval_seconds: float = 10.0
 
     def validate(self) -> None:
         """Raise ValidationError naming the first bad field."""
@@ -73,7 +79,7 @@ class WorkerRunOptions:
         v.int_in_range(self.max_poll_interval_ms, "max_poll_interval_ms", self.poll_interval_ms, 3_600_000)
         v.int_in_range(self.max_concurrency, "max_concurrency", 1, 10_000)
         v.int_in_range(self.delete_flush_ms, "delete_flush_ms", 0, 60_000)
-        for name in ("lease_seconds", "shutdown_grace_seconds", "monitor_interval_seconds"):
+        for name in ("lease_seconds", "shutdown_grace_seconds", "monitor_interval_seconds", "scheduler_interval_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValidationError(name, f"must be a non-negative number, got {value!r}")
@@ -228,16 +234,25 @@ class Worker:
             monitor_task = asyncio.create_task(
                 monitor.run(opts.monitor_interval_seconds, self._stop), name="buquet-monitor"
             )
+        if opts.with_scheduler:
+            from .scheduler import Scheduler
+
+            scheduler_task = asyncio.create_task(
+                Scheduler(self.queue).run(opts.scheduler_interval_seconds, self._stop), name="buquet-scheduler"
+            )
+        else:
+            scheduler_task = None
         log.info("worker %s: shards %s, task types %s", self.worker_id, self.shards, self.task_types)
         try:
             await self._poll_loop(opts, deleter)
         finally:
             self._stop.set()
             await self._drain(opts, deleter)
-            if monitor_task is not None:
-                monitor_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor_task
+            for background in (monitor_task, scheduler_task):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             await deleter.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)

@@ -83,7 +83,7 @@ def s3_queue_factory(s3_endpoint: str) -> Callable[..., Awaitable[Queue]]:
     return make
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
 def any_store(request: pytest.FixtureRequest, tmp_path):  # type: ignore[no-untyped-def]
     """The same contract, on each backend."""
     if request.param == "memory":

@@ -19,7 +19,6 @@ from typing import Any, Sequence
 import obstore
 from obstore.exceptions import (
     AlreadyExistsError,
-    BaseError,
     NotFoundError,
     PreconditionError,
 )
@@ -103,9 +102,11 @@ class S3Store(ObjectStore):
     # -- error mapping -----------------------------------------------------------
     @staticmethod
     def _map(exc: Exception, key: str | None) -> StorageError:
-        if isinstance(exc, NotFoundError):
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, (NotFoundError, FileNotFoundError)):
             return ObjectNotFound(f"no object at {key!r}", key)
-        if isinstance(exc, (AlreadyExistsError, PreconditionError)):
+        if isinstance(exc, (AlreadyExistsError, PreconditionError, FileExistsError)):
             return PreconditionFailed(f"precondition failed on {key!r}", key)
         return StorageError(f"S3 request on {key!r} failed: {exc}", key)
 
@@ -115,7 +116,7 @@ class S3Store(ObjectStore):
         try:
             result = await obstore.get_async(self._store, key)
             data = await result.bytes_async()
-        except BaseError as exc:
+        except Exception as exc:
             raise self._map(exc, key) from exc
         return StoredObject(_info(result.meta), bytes(data))
 
@@ -123,7 +124,7 @@ class S3Store(ObjectStore):
         self._count("head")
         try:
             return _info(await obstore.head_async(self._store, key))
-        except BaseError as exc:
+        except Exception as exc:
             raise self._map(exc, key) from exc
 
     async def put(
@@ -144,11 +145,11 @@ class S3Store(ObjectStore):
             mode = "overwrite"
         try:
             result = await obstore.put_async(self._store, key, data, mode=mode)
-        except NotFoundError as exc:  # AWS answers If-Match on a missing key with 404
+        except (NotFoundError, FileNotFoundError) as exc:  # AWS: If-Match on a missing key is 404
             if if_match is not None:
                 raise PreconditionFailed(f"{key!r} is missing", key) from exc
             raise self._map(exc, key) from exc
-        except BaseError as exc:
+        except Exception as exc:
             raise self._map(exc, key) from exc
         return quote_etag(result.get("e_tag") or "")
 
@@ -156,9 +157,9 @@ class S3Store(ObjectStore):
         self._count("delete")
         try:
             await obstore.delete_async(self._store, key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return
-        except BaseError as exc:
+        except Exception as exc:
             raise self._map(exc, key) from exc
 
     async def delete_many(self, keys: Sequence[str]) -> None:
@@ -168,9 +169,9 @@ class S3Store(ObjectStore):
             self._count("delete_many")
             try:
                 await obstore.delete_async(self._store, chunk)
-            except NotFoundError:
+            except (NotFoundError, FileNotFoundError):
                 continue
-            except BaseError as exc:
+            except Exception as exc:
                 raise self._map(exc, chunk[0]) from exc
 
     async def list(
@@ -191,7 +192,7 @@ class S3Store(ObjectStore):
                         return out
                 if len(out) % 1000 == 0 and out:
                     self._count("list")
-        except BaseError as exc:
+        except Exception as exc:
             raise self._map(exc, prefix) from exc
         return out
 

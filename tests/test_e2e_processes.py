@@ -91,13 +91,14 @@ async def test_sigkilled_worker_task_is_recovered_after_its_lease(s3_endpoint: s
     task = await queue.submit("die_once", {"flag": str(flag)})
     victim = spawn_worker(env, "victim", "--lease-seconds", "2", "--poll-interval-ms", "50", "--no-monitor")
     try:
-        # wait (bounded) until the handler runs and its lease moved to the lease index,
-        # so recovery must go through the monitor
+        # wait (bounded) until the handler runs and its task moved from the ready index
+        # to the lease index, so recovery must go through the monitor
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 120
         while True:
             leases = await queue.store.list(queue.layout.lease_prefix(task.shard))
-            if flag.exists() and any(task.id in i.key for i in leases):
+            ready = await queue.store.list(queue.layout.ready_prefix(task.shard))
+            if flag.exists() and any(task.id in i.key for i in leases) and not ready:
                 break
             assert loop.time() < deadline, "the victim never started the task"
             await asyncio.sleep(0.1)

@@ -557,13 +557,17 @@ def start(
 # --------------------------------------------------------------------------- CLI
 
 
-def _exports(endpoint: str) -> str:
-    return "\n".join([
+def _exports(endpoint: str, bucket: str | None = None) -> str:
+    lines = [
         f"export S3_ENDPOINT={endpoint}",
         f"export AWS_ACCESS_KEY_ID={ACCESS_KEY}",
         f"export AWS_SECRET_ACCESS_KEY={SECRET_KEY}",
         f"export S3_REGION={REGION}",
-    ])
+    ]
+    if bucket:
+        create_bucket(endpoint, bucket)
+        lines.append(f"export S3_BUCKET={bucket}")
+    return "\n".join(lines)
 
 
 def _read_state(data_dir: str) -> tuple[int | None, dict[str, Any]]:
@@ -579,7 +583,7 @@ def _read_state(data_dir: str) -> tuple[int | None, dict[str, Any]]:
     return pid, state
 
 
-def _cli_start(data_dir: str, port: int, timeout_seconds: float) -> int:
+def _cli_start(data_dir: str, port: int, timeout_seconds: float, bucket: str | None = None) -> int:
     data_dir = os.path.abspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
     pid, state = _read_state(data_dir)
@@ -591,7 +595,7 @@ def _cli_start(data_dir: str, port: int, timeout_seconds: float) -> int:
         except RuntimeError as exc:
             _log(str(exc))
             return 1
-        print(_exports(state["endpoint"]))
+        print(_exports(state["endpoint"], bucket))
         return 0
     # Reuse the previous run's ports when still free: the master's raft state in the data
     # dir names its own address, so the same dir is best restarted on the same ports.
@@ -609,7 +613,7 @@ def _cli_start(data_dir: str, port: int, timeout_seconds: float) -> int:
         {"pid": proc.pid, "endpoint": endpoint, "ports": ports}, indent=1) + "\n")
     _log(f"ready after {took:.1f} s at {endpoint} (pid {proc.pid}); "
          f"stop with: python {sys.argv[0]} stop --dir {data_dir}")
-    print(_exports(endpoint), flush=True)
+    print(_exports(endpoint, bucket), flush=True)
     # The child keeps running after we exit: it leads its own session and process group.
     return 0
 
@@ -653,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--port", type=int, default=DEFAULT_CLI_PORT, help="S3 port (default %(default)s)")
     p_start.add_argument("--dir", default=DEFAULT_CLI_DIR, help="data dir (default %(default)s)")
     p_start.add_argument("--timeout", type=float, default=240, help="seconds to wait for readiness")
+    p_start.add_argument("--bucket", default=None, help="also create this bucket and export S3_BUCKET")
     p_stop = sub.add_parser("stop", help="stop the server started with 'start'")
     p_stop.add_argument("--dir", default=DEFAULT_CLI_DIR, help="data dir (default %(default)s)")
     p_stop.add_argument("--grace", type=float, default=20,
@@ -660,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                              "weed takes ~15 s to shut down cleanly)")
     args = parser.parse_args(argv)
     if args.command == "start":
-        return _cli_start(args.dir, args.port, args.timeout)
+        return _cli_start(args.dir, args.port, args.timeout, args.bucket)
     return _cli_stop(args.dir, args.grace)
 
 

@@ -33,7 +33,7 @@ def _task_json(task: Task) -> str:
 @click.option("--endpoint", envvar="S3_ENDPOINT", help="S3-compatible endpoint URL [env S3_ENDPOINT].")
 @click.option("--region", envvar="S3_REGION", help="Region [env S3_REGION].")
 @click.option("--local-dir", envvar="BUQUET_LOCAL_DIR", help="Use a local directory as the bucket [env BUQUET_LOCAL_DIR].")
-@click.option("--prefix", default="", help="Key prefix inside the bucket.")
+@click.option("--prefix", envvar="BUQUET_PREFIX", default="", help="Key prefix inside the bucket [env BUQUET_PREFIX].")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="buquet")
 @click.pass_context

@@ -603,7 +603,7 @@ class Queue(SchedulesMixin):
         if task.status == TaskStatus.Pending and task.available_at > now:
             return ("not-due", task.available_at)
         if max_timeout_seconds is not None and task.timeout_seconds > max_timeout_seconds:
-            return ("too-long", None)
+            return ("too-long", now + timedelta(minutes=15))  # the longest Lambda invocation
         if task.status == TaskStatus.Running:
             if task.lease_expires_at is not None and task.lease_expires_at > now:
                 return ("leased", task.lease_expires_at)
@@ -827,7 +827,7 @@ async def connect(
     *,
     store: ObjectStore | None = None,
     local_dir: str | None = None,
-    prefix: str = "",
+    prefix: str | None = None,
     shard_count: int | None = None,
     clock: Clock | None = None,
 ) -> Queue:
@@ -842,7 +842,8 @@ async def connect(
        S3-compatible server (LocalStack, MinIO, SeaweedFS) and ``region``/``S3_REGION``.
 
     Args:
-        prefix: key prefix inside the bucket, to share a bucket between queues.
+        prefix: key prefix inside the bucket, to share a bucket between queues
+            (default: env ``BUQUET_PREFIX``, else none).
         shard_count: shards for a new bucket (default 4: shards "0".."3"); for an
             existing bucket it must match the stored setting or be ``None``.
         clock: injected clock (tests).
@@ -879,6 +880,8 @@ async def connect(
                 "and S3_REGION as needed) for S3, local_dir= (or set BUQUET_LOCAL_DIR) for a "
                 "local directory, or store= for any ObjectStore such as MemoryStore()"
             )
+    if prefix is None:
+        prefix = os.environ.get("BUQUET_PREFIX", "")
     layout = Layout(prefix)
     count = await _load_config(store, layout, shard_count)
     return Queue(store, shard_count=count, prefix=prefix, clock=clock)

@@ -79,6 +79,9 @@ class Scheduler:
         concurrency: schedules handled in parallel within one tick (requests in flight).
         scheduler_id: a name recorded in the ledger objects this scheduler claims
             (default: host name, process id and a random suffix).
+        definition_cache: a dict the scheduler keeps its parsed-definition cache in
+            (plain data, no event-loop objects). Pass the same dict to the Scheduler of
+            each invocation of a warm Lambda to skip re-reading unchanged definitions.
 
     Raises:
         ValidationError: a bad option (names it).
@@ -100,6 +103,7 @@ class Scheduler:
         misfire_grace_seconds: float = DEFAULT_MISFIRE_GRACE_SECONDS,
         concurrency: int = 16,
         scheduler_id: str | None = None,
+        definition_cache: dict[str, Any] | None = None,
     ) -> None:
         for name, value in (("recovery_seconds", recovery_seconds), ("misfire_grace_seconds", misfire_grace_seconds)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
@@ -112,7 +116,7 @@ class Scheduler:
         self.misfire_grace_seconds = float(misfire_grace_seconds)
         self.scheduler_id = scheduler_id
         self._sem = asyncio.Semaphore(concurrency)
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = definition_cache if definition_cache is not None else {}
         self.stats: dict[str, int] = {}
         self.next_due: datetime | None = None
 
@@ -156,7 +160,8 @@ class Scheduler:
         for (sid, _), loaded in zip(to_load, await asyncio.gather(*(self._load(sid, i) for sid, i in to_load))):
             if loaded is not None:
                 current[sid] = loaded
-        self._entries = current
+        self._entries.clear()
+        self._entries.update(current)
 
         due = [e for e in current.values() if self._is_due(e, now)]
         results = await asyncio.gather(*(self._guarded(e, now) for e in due))
@@ -387,8 +392,9 @@ async def tick_once(queue: Queue, now: datetime | None = None) -> list[Task]:
     """One scheduler tick at ``now`` (default: the store's clock) with a fresh
     :class:`Scheduler` — what a scheduler Lambda calls on each invocation. Returns the
     tasks it submitted. Safe to call concurrently and repeatedly (duplicate invocations
-    fire nothing twice). A warm Lambda can keep one module-level ``Scheduler`` and call
-    its :meth:`Scheduler.tick` instead, to reuse its definition cache.
+    fire nothing twice). A warm Lambda that wants to skip re-reading unchanged
+    definitions keeps a module-level dict and passes it as ``definition_cache`` to a
+    new ``Scheduler`` per invocation (a Scheduler itself holds loop-bound objects).
 
     Raises:
         ValidationError: naive ``now``. StorageError: listing the definitions failed.

@@ -164,7 +164,7 @@ class Worker:
         self._skip: dict[str, datetime] = {}
         self._finished = 0
         self._rng = random.Random()
-        #: counters: claimed, completed, retried, failed, lease_lost, claim_conflicts
+        #: counters: claimed, completed, retried, failed, lease_lost, claim_conflicts, too_long
         self.stats: dict[str, int] = {}
         # run_once (serverless) state: remaining-time function, margin, keys to try first
         self._remaining: Callable[[], float] | None = None
@@ -399,6 +399,8 @@ class Worker:
                     reason, until = result
                     if reason == "lost-race":
                         self._count("claim_conflicts")
+                    elif reason == "too-long":
+                        self._count("too_long")  # its timeout does not fit this invocation
                     if until is not None:
                         self._skip[marker.key] = until
         return started

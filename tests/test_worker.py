@@ -407,7 +407,7 @@ async def test_run_once_runs_event_keys_then_polls_and_skips_tasks_that_cannot_f
     key = queue.layout.ready_for(quick)
     stats = await worker.run_once([key, key, "unrelated/key", "ready/0/garbage"], remaining_seconds=lambda: 60.0,
                                   safety_margin_seconds=10, options=WorkerRunOptions(delete_flush_ms=0))
-    assert stats == {"claimed": 2, "completed": 2}
+    assert stats == {"claimed": 2, "completed": 2, "too_long": 1}  # read once, then skipped
     assert (await queue.get(quick.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
     assert (await queue.get(other.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
     left = await queue.get(long.id)

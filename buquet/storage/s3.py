@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
@@ -26,6 +27,37 @@ from obstore.store import S3Store as _ObS3Store
 
 from ..errors import ObjectNotFound, PreconditionFailed, StorageError
 from .base import ObjectInfo, ObjectStore, StoredObject, quote_etag
+
+
+# Loop-free state shared by every S3Store of the process, so that short-lived stores
+# (one per Lambda invocation) skip rebuilding a boto3 session and re-reading the clock.
+_sessions: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_clock_offsets: dict[tuple[str | None, str], tuple[timedelta, float]] = {}
+
+
+def _session_for(
+    access_key_id: str | None, secret_access_key: str | None, session_token: str | None, region: str | None
+) -> tuple[Any, Any]:
+    """(boto3 Session, obstore credential provider or None), cached per credentials and
+    region. The provider refreshes temporary credentials itself."""
+    key = (access_key_id, secret_access_key, session_token, region)
+    cached = _sessions.get(key)
+    if cached is None:
+        import boto3  # deferred: only the S3 backend pays its import time
+
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
+            region_name=region,
+        )
+        provider = None
+        if session.get_credentials() is not None:
+            from obstore.auth.boto3 import Boto3CredentialProvider
+
+            provider = Boto3CredentialProvider(session)
+        cached = _sessions[key] = (session, provider)
+    return cached
 
 
 def _info(meta: Any) -> ObjectInfo:
@@ -60,16 +92,9 @@ class S3Store(ObjectStore):
         session_token: str | None = None,
     ) -> None:
         super().__init__()
-        import boto3  # deferred: only the S3 backend pays its import time
-
         self.bucket = bucket
         self.endpoint = endpoint
-        self._session = boto3.session.Session(
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            aws_session_token=session_token,
-            region_name=region,
-        )
+        self._session, provider = _session_for(access_key_id, secret_access_key, session_token, region)
         self.region = region or self._session.region_name or "us-east-1"
         config: dict[str, Any] = {"region": self.region, "conditional_put": "etag"}
         client_options: dict[str, Any] = {
@@ -82,17 +107,13 @@ class S3Store(ObjectStore):
             if endpoint.startswith("http://"):
                 client_options["allow_http"] = True
         kwargs: dict[str, Any] = {}
-        creds = self._session.get_credentials()
-        if creds is not None:
-            from obstore.auth.boto3 import Boto3CredentialProvider
-
-            kwargs["credential_provider"] = Boto3CredentialProvider(self._session)
+        if provider is not None:
+            kwargs["credential_provider"] = provider
         else:
             config["skip_signature"] = True
         self._store = _ObS3Store(bucket, config=config, client_options=client_options, **kwargs)
         self._boto_client: Any = None
-        self._clock_offset: timedelta | None = None
-        self._clock_checked_at: float = 0.0
+        self._clock_key = (endpoint, bucket)
 
     @property
     def description(self) -> str:
@@ -200,8 +221,8 @@ class S3Store(ObjectStore):
         """The server's clock from the ``Date`` header of a HEAD Bucket response
         (1-second resolution). The offset to the local clock is cached for 5 minutes,
         so most calls send no request."""
-        loop_time = asyncio.get_running_loop().time()
-        if self._clock_offset is None or loop_time - self._clock_checked_at > 300:
+        offset, checked_at = _clock_offsets.get(self._clock_key, (None, 0.0))
+        if offset is None or time.monotonic() - checked_at > 300:
             self._count("head_bucket")
             try:
                 date_header = await asyncio.to_thread(self._head_bucket_date)
@@ -211,11 +232,11 @@ class S3Store(ObjectStore):
             if date_header:
                 server = email.utils.parsedate_to_datetime(date_header)
                 # Date has whole seconds: the true time is up to 1 s later; use the middle
-                self._clock_offset = server + timedelta(milliseconds=500) - local
+                offset = server + timedelta(milliseconds=500) - local
             else:
-                self._clock_offset = timedelta(0)
-            self._clock_checked_at = loop_time
-        return datetime.now(timezone.utc) + self._clock_offset
+                offset = timedelta(0)
+            _clock_offsets[self._clock_key] = (offset, time.monotonic())
+        return datetime.now(timezone.utc) + offset
 
     def _client(self) -> Any:
         if self._boto_client is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import logging
 import os
 import sys
@@ -16,9 +17,11 @@ from typing import Any
 
 import click
 
-from .cli_common import open_queue, parse_json_option, run_async, table
+from . import _validate as v
+from .cli_common import check, open_queue, parse_json_option, parse_retry_policy, run_async, table
 from .cli_schedules import schedule_group, scheduler_command
-from .models import RetryPolicy, Task, TaskStatus
+from .models import Task, TaskStatus
+from .queue import validate_submit
 from .worker import Worker, WorkerRunOptions
 
 
@@ -78,6 +81,7 @@ async def _awaited(obj: Any) -> Any:
 @click.argument("worker_spec", metavar="WORKER")
 @click.option("--concurrency", default=8, show_default=True, help="Tasks in flight at once.")
 @click.option("--poll-interval-ms", default=500, show_default=True, help="Idle poll interval (doubles while idle).")
+@click.option("--max-poll-interval-ms", default=5000, show_default=True, help="Cap of the idle backoff.")
 @click.option("--lease-seconds", default=30.0, show_default=True, help="Lease (visibility timeout) per claim.")
 @click.option("--no-monitor", is_flag=True, help="Do not run lease recovery in this process.")
 @click.option("--monitor-interval-seconds", default=10.0, show_default=True, help="Lease recovery period.")
@@ -85,7 +89,7 @@ async def _awaited(obj: Any) -> Any:
 @click.option("--with-scheduler", is_flag=True, help="Also fire due cron schedules in this process.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
 @click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
-def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seconds: float,
+def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_interval_ms: int, lease_seconds: float,
            no_monitor: bool, monitor_interval_seconds: float, shutdown_grace_seconds: float,
            with_scheduler: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
     """Run a Worker defined in your code as module:attribute.
@@ -95,7 +99,8 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, lease_seco
     """
     w = _load_worker(worker_spec)
     opts = WorkerRunOptions(
-        poll_interval_ms=poll_interval_ms, max_concurrency=concurrency, lease_seconds=lease_seconds,
+        poll_interval_ms=poll_interval_ms, max_poll_interval_ms=max(max_poll_interval_ms, poll_interval_ms),
+        max_concurrency=concurrency, lease_seconds=lease_seconds,
         with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
         monitor_interval_seconds=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
         with_scheduler=with_scheduler,
@@ -117,7 +122,10 @@ def submit(ctx: click.Context, task_type: str, input_json: str, timeout_seconds:
            schedule_at: str | None, retry_policy: str | None, wait_seconds: float | None) -> None:
     """Submit a task; INPUT is JSON (default null). Prints the task id."""
     payload = parse_json_option(input_json, "INPUT")
-    policy = RetryPolicy.from_dict(parse_json_option(retry_policy, "--retry-policy")) if retry_policy else None
+    policy = parse_retry_policy(retry_policy)
+    check(validate_submit, task_type, payload, timeout_seconds, max_retries, policy, schedule_at)
+    if wait_seconds is not None and not (math.isfinite(wait_seconds) and wait_seconds >= 0):
+        raise click.BadParameter(f"must be a finite number of seconds >= 0, got {wait_seconds}", param_hint="--wait")
 
     async def go() -> None:
         q = await open_queue(ctx)
@@ -139,8 +147,10 @@ def submit(ctx: click.Context, task_type: str, input_json: str, timeout_seconds:
 @click.pass_context
 def get(ctx: click.Context, task_id: str) -> None:
     """Show one task as JSON."""
+    check(v.task_id, task_id)
+
     async def go() -> None:
-        q = await open_queue(ctx)
+        q = await open_queue(ctx, read_only=True)
         async with q:
             task = await q.get(task_id)
         if task is None:
@@ -158,7 +168,7 @@ def get(ctx: click.Context, task_id: str) -> None:
 def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, limit: int) -> None:
     """List tasks as a table."""
     async def go() -> None:
-        q = await open_queue(ctx)
+        q = await open_queue(ctx, read_only=True)
         async with q:
             rows = []
             for shard in shards or q.shards:
@@ -176,8 +186,10 @@ def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, li
 @click.pass_context
 def history(ctx: click.Context, task_id: str) -> None:
     """Show every state a task went through."""
+    check(v.task_id, task_id)
+
     async def go() -> None:
-        q = await open_queue(ctx)
+        q = await open_queue(ctx, read_only=True)
         async with q:
             snaps = await q.get_history(task_id)
         if not snaps:
@@ -195,7 +207,7 @@ def history(ctx: click.Context, task_id: str) -> None:
 def now(ctx: click.Context) -> None:
     """Print the store's current time (RFC 3339)."""
     async def go() -> None:
-        q = await open_queue(ctx)
+        q = await open_queue(ctx, read_only=True)
         async with q:
             click.echo(await q.now())
 

@@ -14,10 +14,13 @@ from .queue import Queue, connect
 T = TypeVar("T")
 
 
-async def open_queue(ctx: click.Context) -> Queue:
+async def open_queue(ctx: click.Context, read_only: bool = False) -> Queue:
     """Build the Queue from the root command's options (``--bucket``, ``--endpoint``,
     ``--region``, ``--local-dir``, ``--prefix``), which default to the environment
     variables ``S3_BUCKET``, ``S3_ENDPOINT``, ``S3_REGION``, ``BUQUET_LOCAL_DIR``.
+
+    ``read_only=True`` (inspection commands) never creates ``config.json`` in a fresh
+    bucket or directory, so a mistyped location is not turned into a new queue.
 
     Raises:
         ConfigurationError: nothing configured.
@@ -30,6 +33,7 @@ async def open_queue(ctx: click.Context) -> Queue:
         region=opts.get("region"),
         local_dir=opts.get("local_dir"),
         prefix=opts.get("prefix") or "",
+        read_only=read_only,
     )
 
 
@@ -42,7 +46,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
-    except BuquetError as exc:
+    except (BuquetError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -52,6 +56,31 @@ def parse_json_option(value: str, name: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+
+
+def parse_retry_policy(value: str | None, name: str = "--retry-policy") -> Any:
+    """A :class:`~buquet.RetryPolicy` from a JSON option, or ``None``; a usage error
+    naming the option and the field otherwise (checked before anything is written)."""
+    from .errors import ValidationError
+    from .models import RetryPolicy
+
+    if value is None:
+        return None
+    try:
+        return RetryPolicy.from_dict(parse_json_option(value, name))
+    except (ValidationError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+def check(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a validation function before connecting; its ValidationError becomes a
+    usage error (exit 2)."""
+    from .errors import ValidationError
+
+    try:
+        return fn(*args, **kwargs)
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -64,4 +93,4 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["open_queue", "run_async", "parse_json_option", "table", "Awaitable"]
+__all__ = ["open_queue", "run_async", "parse_json_option", "parse_retry_policy", "check", "table", "Awaitable"]

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from . import _validate as v
 from . import cli_common
-from .models import RetryPolicy
 from .schedules import CatchUp, Schedule, ScheduleLastRun
 
 
@@ -148,8 +148,14 @@ def create_cmd(ctx: click.Context, schedule_id: str, task_type: str, cron: str, 
                catch_up_limit: int, disabled: bool, as_json: bool) -> None:
     """Create schedule ID that submits TASK_TYPE on CRON. It first fires at its next slot."""
     payload = cli_common.parse_json_option(input_json, "--input")
-    policy = (
-        RetryPolicy.from_dict(cli_common.parse_json_option(retry_policy, "--retry-policy")) if retry_policy else None
+    policy = cli_common.parse_retry_policy(retry_policy)
+    # validate everything before connecting: a bad command writes nothing, not even config.json
+    stamp = datetime.now(timezone.utc)
+    cli_common.check(v.name, schedule_id, "id")
+    cli_common.check(
+        Schedule, id=schedule_id, task_type=task_type, input=payload, cron=cron, enabled=not disabled,
+        created_at=stamp, timezone=tz, updated_at=stamp, enabled_at=stamp, timeout_seconds=timeout_seconds,
+        max_retries=max_retries, retry_policy=policy, catch_up=catch_up, catch_up_limit=catch_up_limit,
     )
 
     async def go() -> None:
@@ -171,7 +177,7 @@ def create_cmd(ctx: click.Context, schedule_id: str, task_type: str, cron: str, 
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """List every schedule with its next and last run (times in UTC)."""
     async def go() -> None:
-        q = await cli_common.open_queue(ctx)
+        q = await cli_common.open_queue(ctx, read_only=True)
         async with q:
             schedules = await q.list_schedules()
             now = await q.time()
@@ -210,7 +216,7 @@ def get_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     async def go() -> None:
         from .errors import ScheduleNotFound
 
-        q = await cli_common.open_queue(ctx)
+        q = await cli_common.open_queue(ctx, read_only=True)
         async with q:
             s = await q.get_schedule(schedule_id)
             if s is None:

@@ -45,8 +45,15 @@ class Monitor:
         """
         now = now or await self.queue.time()
         total = 0
+        failure: StorageError | None = None
         for shard in self.shards:
-            total += await self.queue._recover_shard(shard, now)
+            try:
+                total += await self.queue._recover_shard(shard, now)
+            except StorageError as exc:  # one shard's trouble must not starve the others
+                log.warning("monitor: shard %s: %s", shard, exc)
+                failure = exc
+        if failure is not None and total == 0:
+            raise failure
         return total
 
     async def poke_stalled(self, now: datetime | None = None, stall_seconds: float = 60.0) -> int:

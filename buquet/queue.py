@@ -110,7 +110,7 @@ class Layout:
         return f"{self.prefix}ready/{shard}/"
 
     def ready(self, shard: str, due_ms: int, task_id: str, task_type: str) -> str:
-        return f"{self.prefix}ready/{shard}/{due_ms:013d}.{task_id}.{task_type}"
+        return f"{self.prefix}ready/{shard}/{due_ms:015d}.{task_id}.{task_type}"
 
     def ready_for(self, task: Task) -> str:
         return self.ready(task.shard, to_ms(task.available_at), task.id, task.task_type)
@@ -119,7 +119,7 @@ class Layout:
         return f"{self.prefix}leases/{shard}/"
 
     def lease(self, shard: str, expires_ms: int, task_id: str) -> str:
-        return f"{self.prefix}leases/{shard}/{expires_ms:013d}.{task_id}"
+        return f"{self.prefix}leases/{shard}/{expires_ms:015d}.{task_id}"
 
     def parse_ready(self, info: ObjectInfo) -> ReadyMarker | None:
         """Parse a ready key; ``None`` for keys of another shape (ignored)."""
@@ -169,6 +169,25 @@ def _history(task: Task, status: TaskStatus, at: datetime, error: str | None = N
     if error:
         entry["error"] = error
     return task.history + (entry,)
+
+
+def validate_submit(
+    task_type: Any,
+    input: Any,
+    timeout_seconds: Any = 300,
+    max_retries: Any = 3,
+    retry_policy: Any = None,
+    schedule_at: Any = None,
+) -> datetime | None:
+    """Check :meth:`Queue.submit`'s arguments without a queue; returns ``schedule_at``
+    as an aware UTC datetime (or ``None``). Raises ValidationError naming the field."""
+    v.task_type(task_type)
+    v.json_value(input, "input")
+    v.int_in_range(timeout_seconds, "timeout_seconds", 1, v.MAX_TIMEOUT_SECONDS)
+    v.int_in_range(max_retries, "max_retries", 0, v.MAX_RETRIES_LIMIT)
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise ValidationError("retry_policy", "must be a buquet.RetryPolicy or None")
+    return parse_when("schedule_at", schedule_at) if schedule_at is not None else None
 
 
 # -------------------------------------------------------------------------- queue
@@ -278,14 +297,7 @@ class Queue(SchedulesMixin):
         S3: two PUTs — the ready marker (carrying the task document), then
         ``tasks/S/T.json`` with ``If-None-Match: *``.
         """
-        v.task_type(task_type)
-        v.json_value(input, "input")
-        v.int_in_range(timeout_seconds, "timeout_seconds", 1, v.MAX_TIMEOUT_SECONDS)
-        v.int_in_range(max_retries, "max_retries", 0, v.MAX_RETRIES_LIMIT)
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            raise ValidationError("retry_policy", "must be a buquet.RetryPolicy or None")
-        when = parse_when("schedule_at", schedule_at) if schedule_at is not None else None
-
+        when = validate_submit(task_type, input, timeout_seconds, max_retries, retry_policy, schedule_at)
         now = await self.time()
         available_at = max(when, now) if when is not None else now
         task, _ = await self._create_task(
@@ -416,6 +428,7 @@ class Queue(SchedulesMixin):
         self, shard: str, status: TaskStatus | str | None = None, limit: int = 100
     ) -> builtins.list[Task]:
         """Tasks of one shard, oldest first, optionally only those with ``status``.
+        Unreadable task objects are logged and left out.
 
         Cost: one LIST per 1,000 tasks in the shard plus one GET per task read; this is
         an inspection call, not for hot paths.
@@ -443,7 +456,11 @@ class Queue(SchedulesMixin):
                     obj = await self.store.get(key)
                 except ObjectNotFound:
                     return None
-            return _decode(obj.data, key)[0]
+            try:
+                return _decode(obj.data, key)[0]
+            except StorageError as exc:
+                log.error("list: skipping unreadable task object: %s", exc)
+                return None
 
         while len(out) < limit:
             page = await self.store.list(self.layout.tasks_prefix(shard), start_after=start_after, limit=1000)
@@ -528,7 +545,8 @@ class Queue(SchedulesMixin):
     async def _due_markers(
         self, shard: str, now: datetime, limit: int, start_after: str | None = None
     ) -> builtins.list[ReadyMarker]:
-        """Ready markers of ``shard`` due at ``now``, after ``start_after`` (one LIST)."""
+        """Ready markers of ``shard`` due at ``now``, after ``start_after`` (one LIST).
+        Pass a later ``now`` to also see markers coming due soon."""
         now_ms = to_ms(now)
         out: builtins.list[ReadyMarker] = []
         for info in await self.store.list(self.layout.ready_prefix(shard), start_after=start_after, limit=limit):
@@ -757,7 +775,12 @@ class Queue(SchedulesMixin):
                 continue
             if m.expires_ms > now_ms:
                 break
-            loaded = await self._load(m.task_id, shard)
+            try:
+                loaded = await self._load(m.task_id, shard)
+            except StorageError as exc:
+                # one unreadable task must not stop recovery of the others
+                log.error("task %s: lease entry skipped: %s", m.task_id, exc)
+                continue
             if loaded is None:
                 stale.append(m.key)
                 continue
@@ -793,12 +816,14 @@ class Queue(SchedulesMixin):
 
 
 # ------------------------------------------------------------------------ connect
-async def _load_config(store: ObjectStore, layout: Layout, shard_count: int | None) -> int:
+async def _load_config(store: ObjectStore, layout: Layout, shard_count: int | None, read_only: bool = False) -> int:
     key = layout.config()
     try:
         obj = await store.get(key)
     except ObjectNotFound:
         wanted = shard_count or DEFAULT_SHARD_COUNT
+        if read_only:
+            return wanted
         body = json.dumps({"version": 1, "shard_count": wanted}).encode()
         try:
             await store.put(key, body, if_none_match=True)
@@ -807,10 +832,10 @@ async def _load_config(store: ObjectStore, layout: Layout, shard_count: int | No
             obj = await store.get(key)  # another client created it first
     try:
         cfg = json.loads(obj.data)
-        stored = int(cfg["shard_count"])
-        if not 1 <= stored <= MAX_SHARD_COUNT:
-            raise ValueError(stored)
-    except (ValueError, KeyError, TypeError) as exc:
+        stored = cfg["shard_count"]
+        if isinstance(stored, bool) or not isinstance(stored, int) or not 1 <= stored <= MAX_SHARD_COUNT:
+            raise ValueError(f"shard_count must be an integer from 1 to {MAX_SHARD_COUNT}, got {stored!r}")
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise ConfigurationError(f"{key} in the bucket is malformed: {exc}") from exc
     if shard_count is not None and shard_count != stored:
         raise ConfigurationError(
@@ -830,6 +855,7 @@ async def connect(
     prefix: str | None = None,
     shard_count: int | None = None,
     clock: Clock | None = None,
+    read_only: bool = False,
 ) -> Queue:
     """Open a queue.
 
@@ -847,6 +873,8 @@ async def connect(
         shard_count: shards for a new bucket (default 4: shards "0".."3"); for an
             existing bucket it must match the stored setting or be ``None``.
         clock: injected clock (tests).
+        read_only: do not create ``config.json`` in a fresh bucket (inspection tools:
+            a mistyped bucket or directory is not turned into a new queue).
 
     Returns:
         A :class:`Queue`. The bucket's ``config.json`` is read (one GET), and created
@@ -883,5 +911,5 @@ async def connect(
     if prefix is None:
         prefix = os.environ.get("BUQUET_PREFIX", "")
     layout = Layout(prefix)
-    count = await _load_config(store, layout, shard_count)
+    count = await _load_config(store, layout, shard_count, read_only)
     return Queue(store, shard_count=count, prefix=prefix, clock=clock)

@@ -175,7 +175,7 @@ def normalize_cron(expr: Any, field: str = "cron") -> str:
         )
     for name, part in zip(_FIELD_NAMES, fields):
         for token in _TOKEN_SPLIT.split(part.upper()):
-            if token == "R" or token.startswith("H"):
+            if token == "R" or token.startswith(("R(", "H")):
                 raise ValidationError(
                     field,
                     f"{text!r}: the {name} field uses croniter's random/hashed extension "

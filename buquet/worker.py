@@ -55,6 +55,10 @@ class WorkerRunOptions:
         max_tasks: stop after finishing this many tasks (``None`` = no limit).
         exit_when_idle: stop once a poll of every shard finds nothing and no task is
             in flight (batch jobs, tests).
+        idle_horizon_ms: with ``exit_when_idle``, tasks of a handled type coming due
+            within this many milliseconds keep the worker polling. Clients estimate the
+            store's clock from 1-second ``Date`` headers, so two processes can disagree
+            by up to a second about whether a just-submitted task is due yet.
         delete_flush_ms: index deletions are batched into one DeleteObjects request per
             this many milliseconds (at most 1,000 keys each).
     """
@@ -70,6 +74,7 @@ class WorkerRunOptions:
     max_tasks: int | None = None
     exit_when_idle: bool = False
     delete_flush_ms: int = 100
+    idle_horizon_ms: int = 2000
     with_scheduler: bool = False
     scheduler_interval_seconds: float = 10.0
 
@@ -79,6 +84,7 @@ class WorkerRunOptions:
         v.int_in_range(self.max_poll_interval_ms, "max_poll_interval_ms", self.poll_interval_ms, 3_600_000)
         v.int_in_range(self.max_concurrency, "max_concurrency", 1, 10_000)
         v.int_in_range(self.delete_flush_ms, "delete_flush_ms", 0, 60_000)
+        v.int_in_range(self.idle_horizon_ms, "idle_horizon_ms", 0, 3_600_000)
         for name in ("lease_seconds", "shutdown_grace_seconds", "monitor_interval_seconds", "scheduler_interval_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -170,6 +176,8 @@ class Worker:
         self._remaining: Callable[[], float] | None = None
         self._margin_seconds = 0.0
         self._initial: list[ReadyMarker] = []
+        self._scan_cursor: dict[str, str | None] = {}
+        self._near_due = False
 
     # ---------------------------------------------------------------- handlers
     def task(self, task_type: str) -> Callable[[Handler], Handler]:
@@ -331,6 +339,7 @@ class Worker:
             shards = self.shards[shard_turn:] + self.shards[:shard_turn]
             shard_turn = (shard_turn + 1) % len(self.shards)
             initial_round = bool(self._initial)
+            self._near_due = False
             try:
                 started = await self._poll_once(shards, free, opts, deleter)
             except StorageError as exc:
@@ -339,7 +348,8 @@ class Worker:
             if started or initial_round:
                 interval_ms = opts.poll_interval_ms
                 continue
-            if opts.exit_when_idle and not self._inflight:
+            scan_complete = not any(self._scan_cursor.values())
+            if opts.exit_when_idle and not self._inflight and not self._near_due and scan_complete:
                 return
             await self._sleep_or_wake(interval_ms / 1000)
             interval_ms = min(opts.max_poll_interval_ms, interval_ms * 2)
@@ -369,7 +379,7 @@ class Worker:
             candidates = [m for m in self._initial if m.task_type in self._handlers and m.due_ms <= to_ms(now)]
             self._initial = []
         else:
-            per_shard = await asyncio.gather(*(self._candidates(shard, now, free) for shard in shards))
+            per_shard = await asyncio.gather(*(self._candidates(shard, now, free, opts.idle_horizon_ms if opts.exit_when_idle else 0) for shard in shards))
             candidates = [m for found in per_shard for m in found]
         if not candidates:
             return 0
@@ -405,22 +415,37 @@ class Worker:
                         self._skip[marker.key] = until
         return started
 
-    async def _candidates(self, shard: str, now: datetime, free: int) -> list[ReadyMarker]:
-        """Due markers of one shard this worker could claim. Pages past markers it must
-        skip (in flight, other task types, recently seen) so they cannot starve the
-        work behind them; at most ``_MAX_PAGES`` LISTs."""
+    async def _candidates(self, shard: str, now: datetime, free: int, horizon_ms: int) -> list[ReadyMarker]:
+        """Due markers of one shard this worker could claim (at most ``_MAX_PAGES``
+        LISTs). Markers it must pass over (in flight, other task types, recently seen)
+        cannot starve the work behind them: when whole pages hold nothing for it, the
+        scan goes on from a per-shard cursor at the next poll, and wraps to the head of
+        the index once it reaches the end of the due markers. Sets ``_near_due`` when a
+        marker of a handled type comes due within ``horizon_ms``."""
         page_size = max(100, 4 * free)
-        start_after: str | None = None
+        now_ms = to_ms(now)
+        start_after = self._scan_cursor.get(shard)
         found: list[ReadyMarker] = []
         for _ in range(_MAX_PAGES):
-            page = await self.queue._due_markers(shard, now, page_size, start_after)
-            for m in page:
+            page_start = start_after
+            page = await self.queue._due_markers(
+                shard, now + timedelta(milliseconds=horizon_ms), page_size, start_after
+            )
+            due = [m for m in page if m.due_ms <= now_ms]
+            if any(m.task_type in self._handlers for m in page[len(due):]):
+                self._near_due = True
+            for m in due:
                 if m.task_type in self._handlers and m.task_id not in self._inflight and m.key not in self._skip:
                     found.append(m)
-            if found or len(page) < page_size:
-                break
+            if found:
+                self._scan_cursor[shard] = page_start
+                return found
+            if len(page) < page_size or len(due) < len(page):
+                self._scan_cursor[shard] = None  # end of the due markers: next scan from the head
+                return found
             start_after = page[-1].key
             page_size = 1000
+        self._scan_cursor[shard] = start_after  # resume here at the next poll
         return found
 
     def _start(self, lease: Lease, opts: WorkerRunOptions, deleter: _DeleteBatcher) -> None:
@@ -471,7 +496,7 @@ class Worker:
     async def _call(self, handler: Handler, payload: Any) -> Any:
         if inspect.iscoroutinefunction(handler):
             return await handler(payload)
-        result = await asyncio.to_thread(handler, payload)
+        result = await _in_daemon_thread(handler, payload)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -557,3 +582,29 @@ def _describe(kind: str, value: Any, timeout_seconds: int) -> tuple[str, bool]:
     if isinstance(value, asyncio.CancelledError):
         return "cancelled", True
     return f"{type(value).__name__}: {value}", True
+
+
+def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> "asyncio.Future[Any]":
+    """Run a plain handler in a daemon thread. Unlike the default executor, a daemon
+    thread does not hold the process open at exit: a handler still running after a
+    timeout or after the shutdown grace period cannot delay the worker's exit (its
+    task was already given back)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn(arg))
+        except BaseException as exc:  # delivered to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:
+            pass  # the loop is gone: nobody is waiting any more
+
+    threading.Thread(target=target, name="buquet-handler", daemon=True).start()
+    return future

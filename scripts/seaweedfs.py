@@ -44,6 +44,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -664,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between SIGTERM and SIGKILL (default %(default)s; "
                              "weed takes ~15 s to shut down cleanly)")
     args = parser.parse_args(argv)
+    if args.command == "start" and args.bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", args.bucket):
+        parser.error(f"--bucket {args.bucket!r}: S3 bucket names are 3-63 characters of a-z, 0-9, '.' and '-'")
     if args.command == "start":
         return _cli_start(args.dir, args.port, args.timeout, args.bucket)
     return _cli_stop(args.dir, args.grace)

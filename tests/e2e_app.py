@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from buquet import Worker, connect
@@ -15,11 +16,12 @@ from buquet import Worker, connect
 async def make_worker() -> Worker:
     queue = await connect()
     worker = Worker(queue, os.environ.get("E2E_WORKER_ID", f"w{os.getpid()}"), queue.shards)
+    if os.environ.get("E2E_READY_DIR"):  # tell the test this worker is up
+        Path(os.environ["E2E_READY_DIR"], worker.worker_id).write_text(str(os.getpid()))
 
     @worker.task("record")
     async def record(payload: dict) -> dict:
-        # yield once so racing workers genuinely overlap
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # a little work, so racing workers genuinely overlap
         return {"n": payload["n"], "pid": os.getpid(), "worker": worker.worker_id}
 
     @worker.task("die_once")
@@ -43,5 +45,11 @@ async def make_worker_with_hang() -> Worker:
     async def hang(payload: dict) -> None:
         Path(payload["flag"]).write_text(str(os.getpid()))
         await asyncio.Event().wait()
+
+    @worker.task("hang_sync")
+    def hang_sync(payload: dict) -> None:
+        """A plain function that outlives any grace period."""
+        Path(payload["flag"]).write_text(str(os.getpid()))
+        time.sleep(120)
 
     return worker

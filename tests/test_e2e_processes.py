@@ -45,10 +45,21 @@ async def wait_all_final(queue: Queue, ids: list[str], timeout_seconds: float) -
     await asyncio.gather(*(queue.wait(i, timeout_seconds=timeout_seconds) for i in ids))
 
 
-async def race(queue: Queue, env: dict[str, str], n_tasks: int, n_workers: int) -> None:
-    ids = [(await queue.submit("record", {"n": i})).id for i in range(n_tasks)]
-    procs = [spawn_worker(env, f"racer{k}", "--concurrency", "4", "--poll-interval-ms", "50") for k in range(n_workers)]
+async def race(queue: Queue, env: dict[str, str], n_tasks: int, n_workers: int, ready_dir: Path) -> None:
+    ready_dir.mkdir()
+    env = {**env, "E2E_READY_DIR": str(ready_dir)}
+    procs = [spawn_worker(env, f"racer{k}", "--concurrency", "4", "--poll-interval-ms", "50",
+                          "--max-poll-interval-ms", "100") for k in range(n_workers)]
     try:
+        # all workers up and polling before the tasks arrive, so they really race
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(list(ready_dir.iterdir())) < n_workers:
+            assert all(p.poll() is None for p in procs), "a worker died at start"
+            assert loop.time() < deadline, "workers did not start"
+            await asyncio.sleep(0.05)
+        ids = list(await asyncio.gather(*(queue.submit("record", {"n": i}) for i in range(n_tasks))))
+        ids = [t.id for t in ids]
         await wait_all_final(queue, ids, 180)
     finally:
         stop(procs)
@@ -70,16 +81,16 @@ async def race(queue: Queue, env: dict[str, str], n_tasks: int, n_workers: int) 
 
 @pytest.mark.e2e
 async def test_workers_racing_on_a_local_directory(tmp_path: Path) -> None:
-    queue = await connect(local_dir=str(tmp_path))
-    await race(queue, {"BUQUET_LOCAL_DIR": str(tmp_path)}, n_tasks=60, n_workers=3)
+    queue = await connect(local_dir=str(tmp_path / "bucket"))
+    await race(queue, {"BUQUET_LOCAL_DIR": str(tmp_path / "bucket")}, n_tasks=60, n_workers=3, ready_dir=tmp_path / "ready")
 
 
 @pytest.mark.e2e
 @pytest.mark.s3
-async def test_workers_racing_on_seaweedfs(s3_endpoint: str, s3_bucket: str) -> None:
+async def test_workers_racing_on_seaweedfs(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> None:
     queue = await connect(endpoint=s3_endpoint, bucket=s3_bucket)
     env = {"S3_ENDPOINT": s3_endpoint, "S3_BUCKET": s3_bucket, "S3_REGION": "us-east-1"}
-    await race(queue, env, n_tasks=80, n_workers=3)
+    await race(queue, env, n_tasks=80, n_workers=3, ready_dir=tmp_path / "ready")
 
 
 @pytest.mark.e2e
@@ -123,10 +134,13 @@ async def test_sigkilled_worker_task_is_recovered_after_its_lease(s3_endpoint: s
 
 
 @pytest.mark.e2e
-async def test_sigterm_finishes_nothing_half_way_and_releases_the_task(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task_type", ["hang", "hang_sync"])
+async def test_sigterm_finishes_nothing_half_way_and_releases_the_task(tmp_path: Path, task_type: str) -> None:
+    # hang_sync is a plain function sleeping 120 s: the worker must still exit promptly
+    # (its thread is a daemon) instead of waiting for it after the grace period
     queue = await connect(local_dir=str(tmp_path / "bucket"))
     flag = tmp_path / "started"
-    task = await queue.submit("hang", {"flag": str(flag)}, max_retries=0)
+    task = await queue.submit(task_type, {"flag": str(flag)}, max_retries=0)
     proc = spawn_worker({"BUQUET_LOCAL_DIR": str(tmp_path / "bucket")}, "graceful",
                         "--poll-interval-ms", "50", "--shutdown-grace-seconds", "0.5")
     try:
@@ -137,7 +151,7 @@ async def test_sigterm_finishes_nothing_half_way_and_releases_the_task(tmp_path:
             assert loop.time() < deadline, "the worker never started the task"
             await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0  # grace is 0.5 s; the handler would run 120 s
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -169,3 +169,18 @@ async def test_archive_only_final_tasks(queue: Queue) -> None:
     task = await queue.submit("t", None)
     with pytest.raises(ValidationError, match="only completed or failed"):
         await queue.archive(task.id)
+
+
+@pytest.mark.parametrize("body", [b'{"shard_count": 1e400}', b'{"shard_count": 2.7}', b'{"shard_count": 0}', b"[]", b"nope"])
+async def test_malformed_bucket_config_is_a_configuration_error(body: bytes) -> None:
+    store = MemoryStore()
+    await store.put("config.json", body)
+    with pytest.raises(ConfigurationError, match="config.json"):
+        await connect(store=store)
+
+
+async def test_read_only_connect_writes_nothing_to_a_fresh_store() -> None:
+    store = MemoryStore()
+    q = await connect(store=store, read_only=True)
+    assert q.shards == ["0", "1", "2", "3"]
+    assert store.keys() == [] and store.request_counts.get("put", 0) == 0

@@ -68,7 +68,7 @@ BAD_CREATE: list[tuple[dict[str, Any], str]] = [
     ({"input": math.nan}, "input"), ({"input": {1: "x"}}, "input"), ({"input": {"s": {1, 2}}}, "input.s"),
     ({"cron": ""}, "cron"), ({"cron": "* * * *"}, "cron"), ({"cron": "0 0 0 * * *"}, "cron"),
     ({"cron": "60 * * * *"}, "cron"), ({"cron": "* 24 * * *"}, "cron"), ({"cron": "0 0 31 2 *"}, "cron"),
-    ({"cron": "0 0 * * 8"}, "cron"), ({"cron": "@reboot"}, "cron"), ({"cron": "R * * * *"}, "cron"),
+    ({"cron": "0 0 * * 8"}, "cron"), ({"cron": "@reboot"}, "cron"), ({"cron": "R * * * *"}, "cron"), ({"cron": "0 0 R(1-28) * *"}, "cron"),
     ({"cron": "H * * * *"}, "cron"), ({"cron": "every day"}, "cron"), ({"cron": 5}, "cron"),
     ({"timezone": "Mars/Olympus"}, "timezone"), ({"timezone": ""}, "timezone"),
     ({"timezone": "localtime"}, "timezone"), ({"timezone": "America/New_York "}, "timezone"),
@@ -453,8 +453,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, Any, MemoryStor
 
     store, clock = MemoryStore(), FakeClock()
 
-    async def open_queue(ctx: Any) -> Queue:
-        return await connect(store=store, clock=clock)
+    async def open_queue(ctx: Any, read_only: bool = False) -> Queue:
+        return await connect(store=store, clock=clock, read_only=read_only)
 
     monkeypatch.setattr(cli_common, "open_queue", open_queue)
     return CliRunner(), cli, store, clock

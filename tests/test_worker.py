@@ -24,7 +24,8 @@ from buquet.queue import Lease, Queue
 from tests.conftest import FakeClock
 
 ALL = ["0", "1", "2", "3"]
-ONCE = WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False, delete_flush_ms=0)
+# idle_horizon_ms=0: the fake clock does not move while a worker waits for near-due tasks
+ONCE = WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False, delete_flush_ms=0, idle_horizon_ms=0)
 
 
 def make_worker(queue: Queue, name: str = "w1") -> Worker:
@@ -448,3 +449,47 @@ async def test_idle_polling_backs_off_and_resets_when_work_appears(queue: Queue,
     await worker.run(WorkerRunOptions(poll_interval_ms=100, max_poll_interval_ms=800, with_monitor=False, handle_signals=False))
     assert pauses == [0.1, 0.2, 0.4, 0.8, 0.8, 0.1, 0.2]
     assert worker.stats["completed"] == 1
+
+
+async def test_a_deep_backlog_of_other_types_is_scanned_across_polls(clock: FakeClock) -> None:
+    from buquet import connect
+
+    queue = await connect(store=MemoryStore(), clock=clock, shard_count=1)
+    for i in range(11_500):  # more than one poll's worth of pages (10) of markers to pass over
+        await queue.submit("someone_elses", i)
+    clock.advance(1)
+    mine = await queue.submit("mine", None)
+    worker = Worker(queue, "w1", ["0"])
+    worker.task("mine")(lambda _: "ok")
+    await worker.run(ONCE)
+    assert (await queue.get(mine.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+
+
+async def test_far_future_schedule_at_does_not_block_its_shard(queue: Queue, clock: FakeClock) -> None:
+    far = await queue.submit("t", "far", schedule_at="9999-12-31T23:59:59Z")
+    near = [await queue.submit("t", i) for i in range(12)]
+    same_shard = [t for t in near if t.shard == far.shard]
+    assert same_shard, "some task shares the far task's shard"
+    assert sorted(await queue.list_ready(far.shard)) == sorted(t.id for t in same_shard)
+    worker = make_worker(queue)
+    worker.task("t")(lambda x: x)
+    await worker.run(ONCE)
+    assert [(await queue.get(t.id)).status for t in near] == [TaskStatus.Completed] * 12  # type: ignore[union-attr]
+    assert (await queue.get(far.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+
+
+async def test_monitor_skips_an_unreadable_task_and_recovers_the_others(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
+    for i in range(8):
+        await queue.submit("t", i, retry_policy=RetryPolicy(initial_interval_ms=0, jitter_percent=0.0))
+    leases = [await _claim_first(queue, "dead", lease_seconds=10) for _ in range(8)]
+    for lease in leases:
+        await store.delete_many(await queue._extend(lease, 10))
+    broken = leases[0].task
+    await store.put(queue.layout.task(broken.shard, broken.id), b"not json")
+    clock.advance(11)
+    assert await Monitor(queue).sweep() == 7
+    for lease in leases[1:]:
+        assert (await queue.get(lease.task.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+    # the broken task's lease entry is kept for a human to look at
+    assert any(broken.id in k for k in store.keys() if k.startswith("leases/"))
+    assert len(await queue.list(broken.shard)) == len([l for l in leases[1:] if l.task.shard == broken.shard])

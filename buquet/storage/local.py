@@ -34,8 +34,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).resolve()  # created by the first write, not before
         self._lock_path = self.root / ".lock"
 
     @property
@@ -51,6 +50,7 @@ class LocalStore(ObjectStore):
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:

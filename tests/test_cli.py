@@ -1,0 +1,97 @@
+"""The ``buquet`` command line, on a local-directory store, through click's runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from buquet.cli import cli
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = tmp_path / "bucket"
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(cli, ["--local-dir", str(store), *args])
+
+    invoke.store = store  # type: ignore[attr-defined]
+    return invoke
+
+
+def test_submit_get_list_history_round_trip(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("submit", "send_email", '{"to": "a@b.c"}')
+    assert r.exit_code == 0, r.output
+    task_id = r.output.strip()
+    assert len(task_id) == 32
+    r = run("get", task_id)
+    assert r.exit_code == 0 and '"status": "pending"' in r.output and '"to": "a@b.c"' in r.output
+    r = run("list", "--status", "pending")
+    assert r.exit_code == 0 and task_id in r.output and "send_email" in r.output
+    r = run("history", task_id)
+    assert r.exit_code == 0 and "pending" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["get", "nothex"], "task_id"),
+        (["history", "xyz"], "task_id"),
+        (["submit", "echo", "{not json"], "INPUT"),
+        (["submit", "bad type", "{}"], "task_type"),
+        (["submit", "echo", "{}", "--timeout-seconds", "0"], "timeout_seconds"),
+        (["submit", "echo", "{}", "--max-retries", "-1"], "max_retries"),
+        (["submit", "echo", "{}", "--schedule-at", "2030-01-01T00:00:00"], "schedule_at"),
+        (["submit", "echo", "{}", "--retry-policy", "[1]"], "retry_policy"),
+        (["submit", "echo", "{}", "--retry-policy", '{"jitter_percent": 5}'], "jitter_percent"),
+        (["submit", "echo", "{}", "--retry-policy", '{"foo": 1}'], "unknown fields"),
+        (["submit", "echo", "{}", "--wait", "nan"], "--wait"),
+        (["submit", "echo", "{}", "--wait", "-1"], "--wait"),
+        (["schedule", "create", "s", "t", "bad cron"], "cron"),
+        (["schedule", "create", "bad id!", "t", "* * * * *"], "id"),
+        (["schedule", "create", "s", "t", "* * * * *", "--timezone", "Mars/Olympus"], "timezone"),
+        (["schedule", "create", "s", "t", "* * * * *", "--retry-policy", '{"multiplier": "x"}'], "multiplier"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_writes_nothing(run, args, message) -> None:  # type: ignore[no-untyped-def]
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert files_under(run.store) == []  # not even the bucket's config.json
+
+
+def test_inspection_commands_do_not_create_a_queue(run) -> None:  # type: ignore[no-untyped-def]
+    for args in (["list"], ["get", "0" * 32], ["schedule", "list"], ["now"]):
+        r = run(*args)
+        assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    assert files_under(run.store) == []
+
+
+def test_wait_timeout_is_a_clean_error(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("submit", "nobody_handles_this", "{}", "--wait", "0.2")
+    assert r.exit_code == 1
+    assert "is still pending" in r.output and "Traceback" not in r.output
+
+
+def test_no_store_configured_names_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("S3_BUCKET", "S3_ENDPOINT", "S3_REGION", "BUQUET_LOCAL_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    r = CliRunner().invoke(cli, ["list"])
+    assert r.exit_code == 1 and "S3_BUCKET" in r.output and "BUQUET_LOCAL_DIR" in r.output
+
+
+def test_worker_command_runs_tasks(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BUQUET_LOCAL_DIR", str(run.store))
+    r = run("submit", "record", '{"n": 7}')
+    task_id = r.output.strip()
+    r = CliRunner().invoke(cli, ["worker", "tests.e2e_app:make_worker", "--exit-when-idle", "--no-monitor"])
+    assert r.exit_code == 0, r.output
+    r = run("get", task_id)
+    assert '"status": "completed"' in r.output and '"n": 7' in r.output

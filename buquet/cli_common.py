@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
 
 import click
 
@@ -93,4 +93,4 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["open_queue", "run_async", "parse_json_option", "parse_retry_policy", "check", "table", "Awaitable"]
+__all__ = ["open_queue", "run_async", "parse_json_option", "parse_retry_policy", "check", "table"]

@@ -24,7 +24,7 @@ import random
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from . import _validate as v
 from ._time import from_ms, parse_when, to_ms, to_rfc3339, utcnow

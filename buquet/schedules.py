@@ -63,7 +63,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from . import _validate as v
-from ._time import from_ms, from_rfc3339, to_ms, to_rfc3339
+from ._time import from_rfc3339, to_ms, to_rfc3339
 from .errors import (
     ObjectNotFound,
     PreconditionFailed,
@@ -72,7 +72,7 @@ from .errors import (
     StorageError,
     ValidationError,
 )
-from .models import RetryPolicy, Task, TaskStatus
+from .models import RetryPolicy, Task
 
 if TYPE_CHECKING:
     from .storage.base import ObjectStore

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import random
 import signal
 import threading
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import _validate as v
 from .errors import LeaseLost, PermanentError, RetryableError, StorageError, ValidationError

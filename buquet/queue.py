@@ -582,6 +582,7 @@ class Queue(SchedulesMixin):
         lease_seconds: float,
         now: datetime,
         max_timeout_seconds: float | None = None,
+        _retried: bool = False,
     ) -> Lease | tuple[str, datetime | None]:
         """Try to claim the task behind a due ready marker. With
         ``max_timeout_seconds``, a task whose ``timeout_seconds`` is longer is left
@@ -616,8 +617,11 @@ class Queue(SchedulesMixin):
             return ("corrupt", now + timedelta(seconds=60))
 
         if task.status.is_final:
-            await self.store.delete(marker.key)
-            return ("final", None)
+            # usually a marker whose batched delete is on its way: only clean up old ones
+            if (now - marker.last_modified).total_seconds() > ORPHAN_MARKER_AGE_SECONDS:
+                await self.store.delete(marker.key)
+                return ("final", None)
+            return ("final", now + timedelta(seconds=30))
         if task.status == TaskStatus.Pending and task.available_at > now:
             return ("not-due", task.available_at)
         if max_timeout_seconds is not None and task.timeout_seconds > max_timeout_seconds:
@@ -659,6 +663,9 @@ class Queue(SchedulesMixin):
         try:
             new_etag = await self._put_task(running, etag, key)
         except PreconditionFailed:
+            if etag is None and not _retried:
+                # raced the submitter's own task write: claim the task object it wrote
+                return await self._claim(marker, worker_id, lease_seconds, now, max_timeout_seconds, _retried=True)
             return ("lost-race", now + timedelta(seconds=2))
         stale = [marker.key]
         derived = self.layout.ready_for(task)

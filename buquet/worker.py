@@ -24,6 +24,8 @@ log = logging.getLogger("buquet.worker")
 
 Handler = Callable[[Any], Any]
 _MAX_PAGES = 10
+#: unclaimed candidates of a LIST are claimed from for this long before listing again
+_LEFTOVER_SECONDS = 1.0
 
 
 @dataclass
@@ -176,6 +178,9 @@ class Worker:
         self._initial: list[ReadyMarker] = []
         self._scan_cursor: dict[str, str | None] = {}
         self._near_due = False
+        self._leftover: list[ReadyMarker] = []  # unclaimed candidates of the last LIST
+        self._leftover_at = 0.0
+        self._skip_pruned_at = 0.0
 
     # ---------------------------------------------------------------- handlers
     def task(self, task_type: str) -> Callable[[Handler], Handler]:
@@ -349,8 +354,10 @@ class Worker:
             scan_complete = not any(self._scan_cursor.values())
             if opts.exit_when_idle and not self._inflight and not self._near_due and scan_complete:
                 return
-            await self._sleep_or_wake(interval_ms / 1000)
-            interval_ms = min(opts.max_poll_interval_ms, interval_ms * 2)
+            if await self._sleep_or_wake(interval_ms / 1000):
+                interval_ms = min(opts.max_poll_interval_ms, interval_ms * 2)
+            else:
+                interval_ms = opts.poll_interval_ms  # a slot came free: poll at the base rate
 
     async def _wait_inflight_or_stop(self) -> None:
         stop_wait = asyncio.ensure_future(self._stop.wait())
@@ -359,26 +366,41 @@ class Worker:
         finally:
             stop_wait.cancel()
 
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        """Sleep, but wake early on stop or when an in-flight task finishes."""
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Sleep, but wake early on stop or when an in-flight task finishes. Returns
+        True when the whole pause elapsed (the worker is idle)."""
         waiters = [asyncio.ensure_future(self._stop.wait())]
         try:
-            await asyncio.wait([*waiters, *self._inflight.values()], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*waiters, *self._inflight.values()], timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for w in waiters:
                 w.cancel()
+        return not done
 
     async def _poll_once(
         self, shards: list[str], free: int, opts: WorkerRunOptions, deleter: _DeleteBatcher
     ) -> int:
         now = await self.queue.time()
-        self._skip = {k: until for k, until in self._skip.items() if until > now}
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._skip_pruned_at >= 1.0:
+            self._skip = {k: until for k, until in self._skip.items() if until > now}
+            self._skip_pruned_at = loop_now
         if self._initial:
             candidates = [m for m in self._initial if m.task_type in self._handlers and m.due_ms <= to_ms(now)]
             self._initial = []
+        elif self._leftover and loop_now - self._leftover_at < _LEFTOVER_SECONDS:
+            # claim from what a LIST returned moments ago instead of listing again
+            candidates = [m for m in self._leftover if m.task_id not in self._inflight and m.key not in self._skip]
+            self._leftover = []
+            if not candidates:
+                return await self._poll_once(shards, free, opts, deleter)
         else:
+            self._leftover = []
             per_shard = await asyncio.gather(*(self._candidates(shard, now, free, opts.idle_horizon_ms if opts.exit_when_idle else 0) for shard in shards))
             candidates = [m for found in per_shard for m in found]
+            self._leftover_at = loop_now
         if not candidates:
             return 0
         # Spread racing workers over the due tasks: shuffle the head of the list.
@@ -386,31 +408,42 @@ class Worker:
         self._rng.shuffle(head)
         candidates[: len(head)] = head
         started = 0
-        while candidates and started < free and not self._stop_requested:
-            batch, candidates = candidates[: free - started], candidates[free - started :]
-            seen: set[str] = set()
-            batch = [m for m in batch if not (m.task_id in seen or seen.add(m.task_id))]
-            time_left = self._time_left()
-            results = await asyncio.gather(
-                *(self.queue._claim(m, self.worker_id, opts.lease_seconds, now, time_left) for m in batch),
-                return_exceptions=True,
-            )
-            for marker, result in zip(batch, results):
-                if isinstance(result, Lease):
-                    self._count("claimed")
-                    self._start(result, opts, deleter)
-                    started += 1
-                elif isinstance(result, BaseException):
-                    log.warning("task %s: claim failed: %s", marker.task_id, result)
-                    self._skip[marker.key] = now + timedelta(seconds=1)
-                else:
-                    reason, until = result
-                    if reason == "lost-race":
-                        self._count("claim_conflicts")
-                    elif reason == "too-long":
-                        self._count("too_long")  # its timeout does not fit this invocation
-                    if until is not None:
-                        self._skip[marker.key] = until
+        try:
+            while candidates and started < free and not self._stop_requested:
+                batch, candidates = candidates[: free - started], candidates[free - started :]
+                started += await self._claim_batch(batch, now, opts, deleter)
+        finally:
+            self._leftover = candidates  # for the next free slots, if they come soon
+        return started
+
+    async def _claim_batch(
+        self, batch: list[ReadyMarker], now: datetime, opts: WorkerRunOptions, deleter: _DeleteBatcher
+    ) -> int:
+        """Try to claim each marker of ``batch`` concurrently; start the won tasks."""
+        started = 0
+        seen: set[str] = set()
+        batch = [m for m in batch if not (m.task_id in seen or seen.add(m.task_id))]
+        time_left = self._time_left()
+        results = await asyncio.gather(
+            *(self.queue._claim(m, self.worker_id, opts.lease_seconds, now, time_left) for m in batch),
+            return_exceptions=True,
+        )
+        for marker, result in zip(batch, results):
+            if isinstance(result, Lease):
+                self._count("claimed")
+                self._start(result, opts, deleter)
+                started += 1
+            elif isinstance(result, BaseException):
+                log.warning("task %s: claim failed: %s", marker.task_id, result)
+                self._skip[marker.key] = now + timedelta(seconds=1)
+            else:
+                reason, until = result
+                if reason == "lost-race":
+                    self._count("claim_conflicts")
+                elif reason == "too-long":
+                    self._count("too_long")  # its timeout does not fit this invocation
+                if until is not None:
+                    self._skip[marker.key] = until
         return started
 
     async def _candidates(self, shard: str, now: datetime, free: int, horizon_ms: int) -> list[ReadyMarker]:
@@ -540,7 +573,7 @@ class Worker:
                     log.warning("task %s: attempt %d failed (%s); now %s", task.id, task.attempt, error, status)
                 deleter.add(keys)
                 # their deletion is batched: don't mistake them for work meanwhile
-                forget_at = lease.task.updated_at + timedelta(minutes=5)
+                forget_at = lease.task.updated_at + timedelta(seconds=30)
                 for key in keys:
                     self._skip[key] = forget_at
                 return

@@ -192,6 +192,10 @@ def _command(weed: str, data_dir: str, ports: dict[str, int]) -> list[str]:
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
+    # weed 4.x turns on S3 authentication when it inherits AWS credentials, which would
+    # then reject every other key: the throwaway server must stay open to any key.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        env.pop(name, None)
     # One new volume per collection (bucket) instead of 7: otherwise -volume.max runs out
     # after a few dozen buckets. Read by weed from master.toml or WEED_* variables.
     env.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")

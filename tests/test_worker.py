@@ -438,12 +438,13 @@ async def test_idle_polling_backs_off_and_resets_when_work_appears(queue: Queue,
     worker.task("t")(lambda _: None)
     pauses: list[float] = []
 
-    async def fake_pause(seconds: float) -> None:
+    async def fake_pause(seconds: float) -> bool:
         pauses.append(seconds)
         if len(pauses) == 5:
             await queue.submit("t", None)  # work turns up
         if len(pauses) == 7:
             worker.stop()
+        return True  # the whole pause elapsed: nothing woke the worker
 
     monkeypatch.setattr(worker, "_sleep_or_wake", fake_pause)
     await worker.run(WorkerRunOptions(poll_interval_ms=100, max_poll_interval_ms=800, with_monitor=False, handle_signals=False))
@@ -493,3 +494,38 @@ async def test_monitor_skips_an_unreadable_task_and_recovers_the_others(queue: Q
     # the broken task's lease entry is kept for a human to look at
     assert any(broken.id in k for k in store.keys() if k.startswith("leases/"))
     assert len(await queue.list(broken.shard)) == len([l for l in leases[1:] if l.task.shard == broken.shard])
+
+
+async def test_free_slots_are_filled_from_the_last_listing_not_a_new_one(live_queue: Queue, store: MemoryStore) -> None:
+    n = 40
+    for i in range(n):
+        await live_queue.submit("noop", i)
+    worker = make_worker(live_queue)
+    worker.task("noop")(lambda x: x)
+    lists = store.request_counts.get("list", 0)
+    await worker.run(WorkerRunOptions(exit_when_idle=True, with_monitor=False, handle_signals=False,
+                                      max_concurrency=4, idle_horizon_ms=0))
+    assert worker.stats["completed"] == n
+    # one poll lists the 4 shards; later slots are filled from its leftovers
+    assert store.request_counts["list"] - lists <= 3 * 4
+
+
+async def test_a_claim_that_races_the_submitters_task_write_claims_the_written_task(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
+    task = await queue.submit("t", None)
+    key = queue.layout.task(task.shard, task.id)
+    now = await queue.time()
+    [marker] = [m for s in queue.shards for m in await queue._due_markers(s, now, 10)]
+    real_get = store.get
+    calls = 0
+
+    async def get_before_the_task_exists(k: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if k == key and calls == 1:
+            from buquet.errors import ObjectNotFound
+            raise ObjectNotFound("not yet", k)  # the worker looked between the two PUTs
+        return await real_get(k)
+
+    store.get = get_before_the_task_exists  # type: ignore[method-assign]
+    lease = await queue._claim(marker, "w", 30, now)
+    assert isinstance(lease, Lease) and lease.task.attempt == 1

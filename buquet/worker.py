@@ -403,10 +403,9 @@ class Worker:
             self._leftover_at = loop_now
         if not candidates:
             return 0
-        # Spread racing workers over the due tasks: shuffle the head of the list.
-        head = candidates[: max(2 * free, 8)]
-        self._rng.shuffle(head)
-        candidates[: len(head)] = head
+        # Spread racing workers over the due tasks: workers listing the same shard see
+        # the same keys in the same order, so each takes them in its own random order.
+        self._rng.shuffle(candidates)
         started = 0
         try:
             while candidates and started < free and not self._stop_requested:

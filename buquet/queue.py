@@ -365,7 +365,9 @@ class Queue(SchedulesMixin):
         return task, obj.etag
 
     async def get(self, task_id: str) -> Task | None:
-        """The task with this id, or ``None`` if there is none. One GET.
+        """The task with this id, or ``None`` if there is none. One GET; when the task
+        object does not exist, also one LIST of the shard's ready index (a submit that
+        wrote its marker but not yet its task object is still found).
 
         Raises:
             ValidationError: ``task_id`` is not 32 lowercase hex characters.
@@ -448,16 +450,12 @@ class Queue(SchedulesMixin):
                 ) from None
         out: builtins.list[Task] = []
         start_after: str | None = None
-        sem = asyncio.Semaphore(16)
 
-        async def fetch(key: str) -> Task | None:
-            async with sem:
-                try:
-                    obj = await self.store.get(key)
-                except ObjectNotFound:
-                    return None
+        def decode(obj: Any) -> Task | None:
+            if obj is None:
+                return None
             try:
-                return _decode(obj.data, key)[0]
+                return _decode(obj.data, obj.info.key)[0]
             except StorageError as exc:
                 log.error("list: skipping unreadable task object: %s", exc)
                 return None
@@ -467,8 +465,8 @@ class Queue(SchedulesMixin):
             if not page:
                 break
             start_after = page[-1].key
-            tasks = await asyncio.gather(*(fetch(i.key) for i in page))
-            for t in tasks:
+            for obj in await self.store.get_many([i.key for i in page]):
+                t = decode(obj)
                 if t is not None and (want is None or t.status == want):
                     out.append(t)
                     if len(out) >= limit:
@@ -696,7 +694,7 @@ class Queue(SchedulesMixin):
             ) from None
         lease.task = new
 
-    async def _complete(self, lease: Lease, output: Any, output_json: str) -> builtins.list[str]:
+    async def _complete(self, lease: Lease, output: Any) -> builtins.list[str]:
         """Completed with ``output``. Returns index keys to delete. Raises LeaseLost."""
         now = await self.time()
         await self._write(lease, self._finish(lease.task, TaskStatus.Completed, now, output=output))
@@ -741,8 +739,8 @@ class Queue(SchedulesMixin):
         await self._write(lease, pending)
         # The new marker only after the state write: a marker always leads to a task
         # that is claimable from its due time (or to a state that says why not).
-        await self.store.put(self.layout.ready_for(pending), b"")
         new_key = self.layout.ready_for(pending)
+        await self.store.put(new_key, b"")
         lease.stale_keys = [k for k in lease.stale_keys if k != new_key]
 
     def _stale(self, lease: Lease) -> builtins.list[str]:

@@ -44,7 +44,6 @@ prune ledger entries older than :data:`LEDGER_RETENTION`.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import collections
 import enum
@@ -835,23 +834,16 @@ class SchedulesMixin:
             StorageError: the store failed.
         """
         keys = self.schedule_keys
-        sem = asyncio.Semaphore(16)
-
-        async def fetch(key: str) -> Schedule | None:
-            async with sem:
-                try:
-                    obj = await self.store.get(key)
-                except ObjectNotFound:
-                    return None
-            try:
-                return _decode_schedule(obj.data, key)
-            except ValidationError as exc:
-                log.error("schedule document %s is invalid, skipped: %s", key, exc)
-                return None
-
         infos = [i for i in await self._list_definition_infos() if keys.parse_definition(i.key)]
-        found = await asyncio.gather(*(fetch(i.key) for i in infos))
-        return sorted((s for s in found if s is not None), key=lambda s: s.id)
+        found: builtins.list[Schedule] = []
+        for obj in await self.store.get_many([i.key for i in infos]):
+            if obj is None:
+                continue
+            try:
+                found.append(_decode_schedule(obj.data, obj.info.key))
+            except ValidationError as exc:
+                log.error("schedule document %s is invalid, skipped: %s", obj.info.key, exc)
+        return sorted(found, key=lambda s: s.id)
 
     # ------------------------------------------------------------------ change
     async def _modify_schedule(self, schedule_id: str, change: Callable[[Schedule, datetime], Schedule | None]) -> Schedule:

@@ -555,13 +555,13 @@ class Worker:
             try:
                 if kind == "ok":
                     try:
-                        output_json = v.json_value(value, "output")
+                        v.json_value(value, "output")
                     except ValidationError as exc:
                         keys = await self.queue._fail(lease, f"result is not JSON: {exc}", retryable=False)
                         self._count("failed")
                         log.error("task %s: handler result is not JSON: %s", task.id, exc)
                     else:
-                        keys = await self.queue._complete(lease, value, output_json)
+                        keys = await self.queue._complete(lease, value)
                         self._count("completed")
                         log.info("task %s: completed", task.id)
                 else:

@@ -17,9 +17,12 @@ S3 semantics:
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Sequence
+
+from ..errors import ObjectNotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,20 @@ class ObjectStore(abc.ABC):
         """List up to ``limit`` objects whose key starts with ``prefix``, in ascending
         key order, strictly after ``start_after``. One S3 LIST request per 1,000 keys.
         Raises StorageError."""
+
+    async def get_many(self, keys: Sequence[str], concurrency: int = 16) -> list[StoredObject | None]:
+        """GET each key, ``concurrency`` requests in flight; ``None`` for a missing key.
+        Results are in the order of ``keys``. Raises StorageError."""
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(key: str) -> StoredObject | None:
+            async with sem:
+                try:
+                    return await self.get(key)
+                except ObjectNotFound:
+                    return None
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
 
     async def server_time(self) -> datetime | None:
         """The store's own clock as an aware UTC datetime, or ``None`` when the backend

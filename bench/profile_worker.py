@@ -97,7 +97,7 @@ async def run_worker(endpoint: str, bucket: str, n: int, args: argparse.Namespac
 
     polls: list[tuple[int, int]] = []  # (markers seen, tasks started) per poll
     w = Worker(q, "profile-w0", q.shards)
-    orig_due = q._due_markers
+    orig_due = q.protocol.due_markers
     seen_in_poll = [0]
 
     async def due(*a: Any, **kw: Any) -> Any:
@@ -105,7 +105,7 @@ async def run_worker(endpoint: str, bucket: str, n: int, args: argparse.Namespac
         seen_in_poll[0] += len(out)
         return out
 
-    q._due_markers = due  # type: ignore[method-assign]
+    q.protocol.due_markers = due  # type: ignore[method-assign]
     orig_poll = w._poll_once
 
     async def poll_once(*a: Any, **kw: Any) -> int:

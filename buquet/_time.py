@@ -45,13 +45,28 @@ def parse_when(field: str, value: datetime | str) -> datetime:
     """
     if isinstance(value, str):
         try:
-            return from_rfc3339(value)
-        except ValueError:
+            parsed = from_rfc3339(value)
+        except (ValueError, OverflowError):
             raise ValidationError(
                 field, f"must be an RFC 3339 timestamp with a UTC offset, got {value!r}"
             ) from None
+        return _in_range(field, parsed)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValidationError(field, "must be timezone-aware (naive datetimes are ambiguous)")
-        return value.astimezone(timezone.utc)
+        try:
+            utc = value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError(field, f"{value.isoformat()} is after the year 9999 in UTC") from None
+        return _in_range(field, utc)
     raise ValidationError(field, f"must be a datetime or RFC 3339 string, got {type(value).__name__}")
+
+
+#: the latest time a task may be scheduled for (keys hold 15-digit epoch milliseconds)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+
+
+def _in_range(field: str, dt: datetime) -> datetime:
+    if dt > LATEST:
+        raise ValidationError(field, f"{to_rfc3339(dt)} is later than {to_rfc3339(LATEST)}")
+    return dt

@@ -11,13 +11,14 @@ import math
 import re
 from typing import Any
 
+from ._ids import check_task_id
+from .config import MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS
 from .errors import ValidationError
 
 TASK_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
-TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
-MAX_RETRIES_LIMIT = 1000
+__all__ = ["MAX_RETRIES_LIMIT", "MAX_TIMEOUT_SECONDS", "check_task_id", "task_type", "task_id", "name",
+           "json_value", "int_in_range"]
 
 
 def task_type(value: Any, field: str = "task_type") -> str:
@@ -37,10 +38,8 @@ def task_type(value: Any, field: str = "task_type") -> str:
 
 
 def task_id(value: Any, field: str = "task_id") -> str:
-    """A task id: 32 lowercase hex characters."""
-    if not isinstance(value, str) or not TASK_ID_RE.match(value):
-        raise ValidationError(field, f"must be 32 lowercase hex characters, got {value!r}")
-    return value
+    """A task id: a UUID string (returned in canonical lowercase form)."""
+    return check_task_id(value, field)
 
 
 def name(value: Any, field: str) -> str:

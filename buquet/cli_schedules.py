@@ -21,6 +21,7 @@ import click
 
 from . import _validate as v
 from . import cli_common
+from .config import DEFAULT_MAX_RETRIES, DEFAULT_SCHEDULER_INTERVAL_SECONDS, DEFAULT_TIMEOUT_SECONDS
 from .schedules import CatchUp, Schedule, ScheduleLastRun
 
 
@@ -110,7 +111,7 @@ def _iso(dt: datetime) -> str:
 
 
 async def _show(q: Any, schedule: Schedule, as_json: bool) -> None:
-    run = await q._last_run_of(schedule)
+    run = await q.schedules.last_run_of(schedule)
     if as_json:
         click.echo(json.dumps(_as_json(schedule, run), indent=2))
     else:
@@ -134,8 +135,8 @@ def schedule_group() -> None:
 @click.argument("cron")
 @click.option("--input", "input_json", default="null", show_default=True, help="JSON input of every run's task.")
 @click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA time zone the cron is read in.")
-@click.option("--timeout-seconds", type=int, default=300, show_default=True, help="Task timeout per attempt.")
-@click.option("--max-retries", type=int, default=3, show_default=True, help="Task retries.")
+@click.option("--timeout-seconds", type=int, default=DEFAULT_TIMEOUT_SECONDS, show_default=True, help="Task timeout per attempt.")
+@click.option("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, show_default=True, help="Task retries.")
 @click.option("--retry-policy", default=None, help='Task retry policy as JSON, e.g. {"initial_interval_ms":500}.')
 @click.option("--catch-up", type=click.Choice([c.value for c in CatchUp]), default="latest", show_default=True,
               help="Missed slots after downtime: run the latest once, all (bounded), or skip.")
@@ -181,7 +182,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
         async with q:
             schedules = await q.list_schedules()
             now = await q.time()
-            runs = await asyncio.gather(*(q._last_run_of(s, now) for s in schedules))
+            runs = await asyncio.gather(*(q.schedules.last_run_of(s, now) for s in schedules))
         if as_json:
             click.echo(json.dumps([_as_json(s, r) for s, r in zip(schedules, runs)], indent=2))
             return
@@ -231,7 +232,7 @@ def _toggle(ctx: click.Context, schedule_id: str, enable: bool) -> None:
         q = await cli_common.open_queue(ctx)
         async with q:
             s = await (q.enable_schedule(schedule_id) if enable else q.disable_schedule(schedule_id))
-            run = await q._last_run_of(s)
+            run = await q.schedules.last_run_of(s)
         state = "enabled" if s.enabled else "disabled"
         nxt = f"; next run {_utc(run.next_run_at)}" if run.next_run_at else ""
         click.echo(f"schedule {s.id} {state}{nxt}")
@@ -284,7 +285,7 @@ def trigger_cmd(ctx: click.Context, schedule_id: str) -> None:
 
 
 @click.command("scheduler")
-@click.option("--interval-seconds", type=float, default=10.0, show_default=True,
+@click.option("--interval-seconds", type=float, default=DEFAULT_SCHEDULER_INTERVAL_SECONDS, show_default=True,
               help="Longest pause between ticks (slots fire on time regardless).")
 @click.option("--once", is_flag=True, help="Run one tick, print the submitted task ids, and exit.")
 @click.pass_context

@@ -36,13 +36,60 @@ class ValidationError(BuquetError, ValueError):
 class StorageError(BuquetError):
     """A storage request failed (network, permissions, server error, ...).
 
+    The message is one line, ``S3 <OP> s3://<bucket>/<key> failed: <status or kind>:
+    <short reason> (<hint>)`` for S3 (local directories use the same shape); the
+    backend's own exception, with all its detail, is kept as ``__cause__`` for debug
+    logging and never appears in ``str()``.
+
     Attributes:
         key: the object key the request was about, when there is one.
+        operation: the request (``"GET"``, ``"PUT"``, ``"LIST"``, ...), when known.
+        bucket: the bucket (or local directory) it was sent to, when known.
+        status: the HTTP status of the answer; ``None`` when there was no answer
+            (connection refused, timeout) or no HTTP at all.
+        code: the S3 error code (``"NoSuchBucket"``, ``"SlowDown"``, ...), when known.
+        hint: what to check, in words (``"bucket 'x' does not exist"``), when known.
     """
 
-    def __init__(self, message: str, key: str | None = None) -> None:
+    #: S3 error codes that mean "try again later" whatever their HTTP status.
+    TRANSIENT_CODES = frozenset(
+        {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
+         "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests"}
+    )
+
+    def __init__(
+        self,
+        message: str,
+        key: str | None = None,
+        *,
+        operation: str | None = None,
+        bucket: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+        transient: bool | None = None,
+    ) -> None:
         self.key = key
+        self.operation = operation
+        self.bucket = bucket
+        self.status = status
+        self.code = code
+        self.hint = hint
+        self._transient = transient
         super().__init__(message)
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may succeed: a 5xx answer, 408/429 or an S3
+        throttling/timeout code (``SlowDown``, ``RequestTimeout``, ...), or no answer
+        at all because the connection was refused, reset or timed out. False for other
+        4xx answers (missing bucket, access denied, ...) and for errors of unknown
+        cause. The backend may set it explicitly (``transient=`` argument)."""
+        if self._transient is not None:
+            return self._transient
+        if self.code in self.TRANSIENT_CODES:
+            return True
+        return self.status is not None and (self.status >= 500 or self.status in (408, 429))
 
 
 class ObjectNotFound(StorageError):
@@ -89,3 +136,33 @@ class RetryableError(TaskError):
 
 class PermanentError(TaskError):
     """Raise from a handler to fail the task at once, without further retries."""
+
+
+class CorruptObject(StorageError):
+    """A stored object could not be decoded: not JSON, or a field of the wrong type.
+
+    Raised by reads of a single object (``Queue.get``); listings and the monitor log
+    and skip such objects instead, so one bad object never stops the others.
+
+    Attributes:
+        key: the object key.
+        field: the offending field (``"available_at"``), or ``"json"`` when the object
+            is not JSON at all.
+    """
+
+    def __init__(self, key: str, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"object {key!r} is corrupt: {field}: {rule}", key)
+
+
+class TaskTimeout(BuquetError, TimeoutError):
+    """:meth:`Queue.wait` gave up: the task was not final within ``timeout_seconds``.
+
+    Attributes:
+        task_id: the task waited for.
+    """
+
+    def __init__(self, task_id: str, message: str) -> None:
+        self.task_id = task_id
+        super().__init__(message)

@@ -12,6 +12,11 @@ from typing import Any
 from ._time import from_rfc3339, to_rfc3339
 from .errors import ValidationError
 
+#: upper bound of ``RetryPolicy.initial_interval_ms`` / ``max_interval_ms`` (30 days)
+MAX_RETRY_INTERVAL_MS = 30 * 24 * 3600 * 1000
+#: upper bound of ``RetryPolicy.multiplier``
+MAX_RETRY_MULTIPLIER = 1000.0
+
 
 class TaskStatus(str, enum.Enum):
     """Where a task is in its life.
@@ -47,9 +52,9 @@ class RetryPolicy:
     uniformly by ±``jitter_percent`` (0.25 = ±25 %) and capped at ``max_interval_ms``.
 
     Args:
-        initial_interval_ms: delay before the first retry, milliseconds (≥ 0).
-        max_interval_ms: cap on any delay, milliseconds (≥ initial_interval_ms).
-        multiplier: growth factor per retry (≥ 1.0).
+        initial_interval_ms: delay before the first retry, milliseconds (0 to 30 days).
+        max_interval_ms: cap on any delay, milliseconds (initial_interval_ms to 30 days).
+        multiplier: growth factor per retry (1.0 to 1000).
         jitter_percent: random spread as a fraction, 0.0 to 1.0.
 
     Raises:
@@ -62,28 +67,39 @@ class RetryPolicy:
     jitter_percent: float = 0.25
 
     def __post_init__(self) -> None:
-        def number(name: str, value: Any) -> float:
+        def number(name: str, value: Any, lo: float, hi: float) -> float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValidationError(f"retry_policy.{name}", f"must be a finite number, got {value!r}")
+            if not lo <= value <= hi:
+                raise ValidationError(f"retry_policy.{name}", f"must be between {lo:g} and {hi:g}, got {value!r}")
             return float(value)
 
-        if number("initial_interval_ms", self.initial_interval_ms) < 0:
-            raise ValidationError("retry_policy.initial_interval_ms", "must be >= 0")
-        if number("max_interval_ms", self.max_interval_ms) < self.initial_interval_ms:
+        number("initial_interval_ms", self.initial_interval_ms, 0, MAX_RETRY_INTERVAL_MS)
+        number("max_interval_ms", self.max_interval_ms, 0, MAX_RETRY_INTERVAL_MS)
+        if self.max_interval_ms < self.initial_interval_ms:
             raise ValidationError("retry_policy.max_interval_ms", "must be >= initial_interval_ms")
-        if number("multiplier", self.multiplier) < 1.0:
-            raise ValidationError("retry_policy.multiplier", "must be >= 1.0")
-        if not 0.0 <= number("jitter_percent", self.jitter_percent) <= 1.0:
-            raise ValidationError("retry_policy.jitter_percent", "must be between 0.0 and 1.0")
+        number("multiplier", self.multiplier, 1.0, MAX_RETRY_MULTIPLIER)
+        number("jitter_percent", self.jitter_percent, 0.0, 1.0)
 
     def delay_ms(self, retry_number: int, rng: random.Random | None = None) -> int:
-        """Delay in milliseconds before retry ``retry_number`` (1 = first retry)."""
+        """Delay in milliseconds before retry ``retry_number`` (1 = first retry), at
+        most ``max_interval_ms``. Never overflows: the exponent is capped before it is
+        applied, so any retry number is fine."""
         n = max(1, retry_number)
-        base = min(float(self.max_interval_ms), self.initial_interval_ms * self.multiplier ** (n - 1))
+        cap = float(self.max_interval_ms)
+        base = float(self.initial_interval_ms)
+        if base > 0 and self.multiplier > 1.0:
+            # growth needed to reach the cap; past it the delay is the cap anyway
+            steps_to_cap = math.log(max(cap / base, 1.0)) / math.log(self.multiplier)
+            if n - 1 >= steps_to_cap:
+                base = cap
+            else:
+                base = min(cap, base * self.multiplier ** (n - 1))
+        base = min(base, cap)
         if self.jitter_percent:
             spread = base * self.jitter_percent
             base += (rng or random).uniform(-spread, spread)
-        return int(max(0.0, min(float(self.max_interval_ms), base)))
+        return int(max(0.0, min(cap, base)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the four fields."""
@@ -108,16 +124,12 @@ class RetryPolicy:
 DEFAULT_RETRY_POLICY = RetryPolicy()
 
 
-def _dt(value: str | None) -> datetime | None:
-    return from_rfc3339(value) if value else None
-
-
 @dataclass(frozen=True, slots=True)
 class Task:
     """A snapshot of one task, as stored in ``tasks/<shard>/<id>.json``.
 
     Attributes:
-        id: 32 lowercase hex characters.
+        id: the task id, a canonical UUID string (version 7: time-ordered).
         task_type: the handler name (``"send_email"``).
         status: a :class:`TaskStatus`.
         input: the JSON value given to :meth:`Queue.submit`.
@@ -194,27 +206,88 @@ class Task:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Task":
-        """Build a Task from its stored JSON shape. Raises KeyError/ValueError on
-        malformed documents."""
+    def from_dict(cls, data: Any) -> "Task":
+        """Build a Task from its stored JSON shape, checking every field's type.
+
+        Raises:
+            ValidationError: a missing or wrongly typed field; ``field`` names it
+                (``"available_at"``, ``"history[2]"``, ...).
+        """
+        if not isinstance(data, dict):
+            raise ValidationError("task", f"must be a JSON object, got {type(data).__name__}")
+        d = _Fields(data)
+        policy = data.get("retry_policy")
+        try:
+            status = TaskStatus(d.str("status"))
+        except ValueError:
+            raise ValidationError("status", f"must be one of {[s.value for s in TaskStatus]}, got {data['status']!r}") from None
+        history = data.get("history") or []
+        if not isinstance(history, list):
+            raise ValidationError("history", f"must be a list, got {type(history).__name__}")
+        for i, entry in enumerate(history):
+            if not isinstance(entry, dict) or not isinstance(entry.get("status"), str) or not isinstance(entry.get("at"), str):
+                raise ValidationError(f"history[{i}]", "must be an object with 'status' and 'at' strings")
         return cls(
-            id=data["id"],
-            task_type=data["task_type"],
-            status=TaskStatus(data["status"]),
+            id=d.str("id"),
+            task_type=d.str("task_type"),
+            status=status,
             input=data.get("input"),
             output=data.get("output"),
-            created_at=from_rfc3339(data["created_at"]),
-            updated_at=from_rfc3339(data["updated_at"]),
-            available_at=from_rfc3339(data["available_at"]),
-            retry_count=int(data.get("retry_count", 0)),
-            last_error=data.get("last_error"),
-            shard=str(data["shard"]),
-            attempt=int(data.get("attempt", 0)),
-            timeout_seconds=int(data["timeout_seconds"]),
-            max_retries=int(data["max_retries"]),
-            retry_policy=RetryPolicy.from_dict(data["retry_policy"]) if data.get("retry_policy") else None,
-            worker_id=data.get("worker_id"),
-            lease_expires_at=_dt(data.get("lease_expires_at")),
-            completed_at=_dt(data.get("completed_at")),
-            history=tuple(data.get("history") or ()),
+            created_at=d.time("created_at"),
+            updated_at=d.time("updated_at"),
+            available_at=d.time("available_at"),
+            retry_count=d.int("retry_count", 0),
+            last_error=d.str("last_error", optional=True),
+            shard=d.str("shard"),
+            attempt=d.int("attempt", 0),
+            timeout_seconds=d.int("timeout_seconds"),
+            max_retries=d.int("max_retries"),
+            retry_policy=RetryPolicy.from_dict(policy) if policy is not None else None,
+            worker_id=d.str("worker_id", optional=True),
+            lease_expires_at=d.time("lease_expires_at", optional=True),
+            completed_at=d.time("completed_at", optional=True),
+            history=tuple(history),
         )
+
+
+class _Fields:
+    """Typed access to a stored JSON object's fields; every getter raises
+    ValidationError naming the field."""
+
+    _MISSING = object()
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def _get(self, name: str, optional: bool, default: Any = _MISSING) -> Any:
+        value = self.data.get(name, self._MISSING)
+        if value is self._MISSING or value is None:
+            if default is not self._MISSING:
+                return default
+            if optional:
+                return None
+            raise ValidationError(name, "is missing")
+        return value
+
+    def str(self, name: str, optional: bool = False) -> Any:
+        value = self._get(name, optional)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(name, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def int(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, False, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(name, f"must be a non-negative integer, got {value!r}")
+        return value
+
+    def time(self, name: str, optional: bool = False) -> Any:
+        value = self._get(name, optional)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValidationError(name, f"must be an RFC 3339 timestamp string, got {type(value).__name__}")
+        try:
+            return from_rfc3339(value)
+        except (ValueError, OverflowError):
+            raise ValidationError(name, f"must be an RFC 3339 timestamp with a UTC offset, got {value!r}") from None

@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import Sequence
 
+from . import config as cfg
+from ._loops import every
+from ._tasks import Recovery
 from ._time import to_ms
-from .errors import ObjectNotFound, StorageError
+from .errors import StorageError
 from .queue import Queue
 
 log = logging.getLogger("buquet.monitor")
+
+#: lease-index entries read per shard per sweep (one LIST)
+SWEEP_LIMIT = 1000
 
 
 class Monitor:
     """Finds expired leases in the lease index and requeues their tasks.
 
-    A task whose lease lapsed goes back to Pending after its retry policy's delay, or
-    to Failed when its attempts (``max_retries + 1``, counted at claim) are used up, so
-    a task that kills its worker every time cannot loop forever.
+    A task whose lease lapsed goes back to Pending at its old place in the ready order,
+    or to Failed when its attempts (``max_retries + 1``, counted at claim) are used up,
+    so a task that kills its worker every time cannot loop forever. The monitor never
+    deletes the last index entry of a live task (see ``docs/protocol.md``).
 
     Cost per sweep: one LIST per shard (the index is sorted by expiry, so the LIST
     returns expired entries first and the sweep stops at the first live one), plus one
-    GET and up to two PUTs per expired lease — it grows with expired leases, not with
+    GET and up to two PUTs per expired entry — it grows with expired leases, not with
     the number of tasks in the bucket. Tasks that crash within their first heartbeat
     still have their ready marker and are taken over by any worker polling the shard.
 
@@ -35,20 +41,23 @@ class Monitor:
 
     def __init__(self, queue: Queue, shards: Sequence[str] | None = None) -> None:
         self.queue = queue
+        self.protocol = queue.protocol
         self.shards = queue.check_shards(shards) if shards is not None else queue.shards
 
     async def sweep(self, now: datetime | None = None) -> int:
-        """One pass over every watched shard; returns how many tasks were recovered.
+        """One pass over every watched shard; returns how many tasks were recovered
+        (requeued or failed). A corrupt task object is logged and skipped.
 
         Raises:
-            StorageError: a request failed (the next sweep picks up where this left off).
+            StorageError: every shard failed (the next sweep picks up where this left
+                off); a single shard's failure is logged and the others go on.
         """
-        now = now or await self.queue.time()
+        now = now or await self.protocol.time()
         total = 0
         failure: StorageError | None = None
         for shard in self.shards:
             try:
-                total += await self.queue._recover_shard(shard, now)
+                total += await self._sweep_shard(shard, now)
             except StorageError as exc:  # one shard's trouble must not starve the others
                 log.warning("monitor: shard %s: %s", shard, exc)
                 failure = exc
@@ -56,7 +65,31 @@ class Monitor:
             raise failure
         return total
 
-    async def poke_stalled(self, now: datetime | None = None, stall_seconds: float = 60.0) -> int:
+    async def _sweep_shard(self, shard: str, now: datetime) -> int:
+        now_ms = to_ms(now)
+        layout = self.protocol.layout
+        recovered = 0
+        stale: list[str] = []
+        try:
+            for info in await self.protocol.store.list(layout.lease_prefix(shard), limit=SWEEP_LIMIT):
+                entry = layout.parse_lease(info.key)
+                if entry is None:
+                    continue
+                if entry.expires_ms > now_ms:
+                    break
+                try:
+                    outcome, keys = await self.protocol.recover(entry, now)
+                except StorageError as exc:
+                    log.warning("monitor: lease entry %s: %s", entry.key, exc)
+                    continue
+                stale.extend(keys)
+                recovered += outcome in (Recovery.REQUEUED, Recovery.FAILED)
+        finally:
+            if stale:
+                await self.protocol.store.delete_many(stale)
+        return recovered
+
+    async def poke_stalled(self, now: datetime | None = None, stall_seconds: float = cfg.DEFAULT_STALL_SECONDS) -> int:
         """Serverless helper: re-write the oldest ready marker of each shard whose due
         time passed more than ``stall_seconds`` ago, so its S3 event notification
         fires again and invokes a worker (which then polls the whole shard).
@@ -69,32 +102,24 @@ class Monitor:
         Raises:
             StorageError: a request failed.
         """
-        now = now or await self.queue.time()
+        now = now or await self.protocol.time()
         cutoff_ms = to_ms(now) - int(stall_seconds * 1000)
         poked = 0
         for shard in self.shards:
-            markers = await self.queue._due_markers(shard, now, limit=1)
-            if not markers or markers[0].due_ms > cutoff_ms:
-                continue
-            key = markers[0].key
-            try:
-                obj = await self.queue.store.get(key)
-            except ObjectNotFound:
-                continue  # claimed and cleaned up meanwhile
-            await self.queue.store.put(key, obj.data)
-            poked += 1
+            markers = await self.protocol.due_markers(shard, now, limit=1)
+            if markers and markers[0].due_ms <= cutoff_ms and await self.protocol.reannounce(markers[0]):
+                poked += 1
         return poked
 
-    async def run(self, interval_seconds: float = 10.0, stop: asyncio.Event | None = None) -> None:
-        """Sweep every ``interval_seconds`` until ``stop`` is set. Storage errors are
-        logged and the next sweep goes on."""
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                recovered = await self.sweep()
-                if recovered:
-                    log.info("monitor: recovered %d tasks", recovered)
-            except StorageError as exc:
-                log.warning("monitor sweep failed: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+    async def run(self, interval_seconds: float = cfg.DEFAULT_MONITOR_INTERVAL_SECONDS,
+                  stop: asyncio.Event | None = None) -> None:
+        """Sweep every ``interval_seconds`` until ``stop`` is set. Errors are logged
+        (storage errors as one rate-limited line) and the next sweep goes on."""
+
+        async def step() -> int:
+            recovered = await self.sweep()
+            if recovered:
+                log.info("monitor: recovered %d tasks", recovered)
+            return recovered
+
+        await every(interval_seconds, step, stop or asyncio.Event(), name="monitor sweep", logger=log)

@@ -6,6 +6,11 @@ against the same bucket at once: each slot is claimed by a conditional create of
 ledger object (``schedules/slots/<id>/<slot>.json``, ``If-None-Match: *``) and only the
 claimer submits the slot's task. See :mod:`buquet.schedules` and ``docs/schedules.md``.
 
+It works through two named objects of the queue, only by their public methods:
+``queue.schedules`` (:class:`~buquet.schedules.ScheduleStore`: definitions, run state,
+ledger, slot tasks) and ``queue.protocol`` (:class:`~buquet._tasks.TaskProtocol`: the
+store's clock).
+
 One tick:
 
 1. LIST ``schedules/defs/`` (one request per 1,000 schedules). Definitions whose ETag
@@ -17,14 +22,13 @@ One tick:
    PUTs), and the slot cursor advanced (one conditional PUT).
 
 A broken schedule (unreadable definition, failing submit) is logged and skipped; the
-others fire. All times come from the store's clock (``await queue.time()``).
+others fire. All times come from the store's clock (``protocol.time()``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
+import enum
 import logging
 import os
 import secrets
@@ -34,23 +38,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _validate as v
-from ._time import from_rfc3339, parse_when, to_rfc3339
-from .errors import BuquetError, ObjectNotFound, PreconditionFailed, StorageError, ValidationError
+from ._loops import every
+from ._time import parse_when, to_rfc3339
+from .config import DEFAULT_SCHEDULER_INTERVAL_SECONDS, finite_number
+from .errors import BuquetError, StorageError
 from .models import Task
-from .schedules import (
-    DEFAULT_MISFIRE_GRACE_SECONDS,
-    DEFAULT_RECOVERY_SECONDS,
-    LEDGER_RETENTION,
-    Schedule,
-    _decode_schedule,
-    _plan,
-    _spec,
-    slot_task_id,
-)
+from .schedules.cron import DEFAULT_MISFIRE_GRACE_SECONDS
+from .schedules.model import Schedule, catch_up_plan, handled_up_to
+from .schedules.store import DEFAULT_RECOVERY_SECONDS, LEDGER_RETENTION, ClaimResult, DefinitionRef
 
 if TYPE_CHECKING:
+    from ._tasks import TaskProtocol
     from .queue import Queue
-    from .storage.base import ObjectInfo
+    from .schedules.store import ScheduleStore
 
 log = logging.getLogger("buquet.scheduler")
 
@@ -67,11 +67,21 @@ class _Entry:
     computed: bool = False
 
 
+class SlotOutcome(enum.Enum):
+    """What :meth:`Scheduler.tick` did with one slot the catch-up policy selected."""
+
+    SUBMITTED = "submitted"  #: this scheduler claimed the slot and submitted its task
+    RECOVERED = "recovered"  #: an abandoned claim: this scheduler submitted its task
+    DONE = "done"  #: another scheduler's claim, and its task exists
+    IN_FLIGHT = "in-flight"  #: another scheduler's fresh claim: left to it
+    GONE = "gone"  #: the ledger entry vanished (pruned or deleted): not ours to fire
+
+
 class Scheduler:
     """Fires due cron slots of every schedule in a queue's bucket.
 
     Args:
-        queue: the :class:`~buquet.Queue`.
+        queue: the :class:`~buquet.Queue` (its ``schedules`` and ``protocol``).
         recovery_seconds: a slot claimed by a scheduler that has not submitted its task
             after this many seconds (it died between claim and submit) is submitted by
             whichever scheduler sees it next, under the same deterministic task id.
@@ -105,15 +115,14 @@ class Scheduler:
         scheduler_id: str | None = None,
         definition_cache: dict[str, Any] | None = None,
     ) -> None:
-        for name, value in (("recovery_seconds", recovery_seconds), ("misfire_grace_seconds", misfire_grace_seconds)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400:
-                raise ValidationError(name, f"must be a number of seconds between 0 and 86400, got {value!r}")
+        self.recovery_seconds = finite_number(recovery_seconds, "recovery_seconds", 0, 86400)
+        self.misfire_grace_seconds = finite_number(misfire_grace_seconds, "misfire_grace_seconds", 0, 86400)
         v.int_in_range(concurrency, "concurrency", 1, 1000)
         if scheduler_id is None:
             scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.queue = queue
-        self.recovery_seconds = float(recovery_seconds)
-        self.misfire_grace_seconds = float(misfire_grace_seconds)
+        self.schedules: ScheduleStore = queue.schedules
+        self.protocol: TaskProtocol = queue.protocol
         self.scheduler_id = scheduler_id
         self._sem = asyncio.Semaphore(concurrency)
         self._entries: dict[str, _Entry] = definition_cache if definition_cache is not None else {}
@@ -129,7 +138,7 @@ class Scheduler:
 
         Args:
             now: the tick's time, an aware datetime; ``None`` = the store's clock
-                (``await queue.time()``), never the local clock.
+                (``await protocol.time()``), never the local clock.
 
         Returns:
             The tasks this tick submitted (slots other schedulers claimed are not in it).
@@ -143,28 +152,23 @@ class Scheduler:
         S3: see the module docstring — one LIST when nothing is due and every
         definition is cached.
         """
-        now = await self.queue.time() if now is None else parse_when("now", now)
-        keys = self.queue.schedule_keys
-        infos = await self.queue._list_definition_infos()
+        now = await self.protocol.time() if now is None else parse_when("now", now)
         current: dict[str, _Entry] = {}
-        to_load: list[tuple[str, ObjectInfo]] = []
-        for info in infos:
-            sid = keys.parse_definition(info.key)
-            if sid is None:
-                continue
-            entry = self._entries.get(sid)
-            if entry is not None and entry.etag == info.etag:
-                current[sid] = entry
+        to_load: list[DefinitionRef] = []
+        for ref in await self.schedules.list_definitions():
+            entry = self._entries.get(ref.schedule_id)
+            if entry is not None and entry.etag == ref.etag:
+                current[ref.schedule_id] = entry
             else:
-                to_load.append((sid, info))
-        for (sid, _), loaded in zip(to_load, await asyncio.gather(*(self._load(sid, i) for sid, i in to_load))):
+                to_load.append(ref)
+        for ref, loaded in zip(to_load, await asyncio.gather(*(self._load(ref) for ref in to_load))):
             if loaded is not None:
-                current[sid] = loaded
+                current[ref.schedule_id] = loaded
         self._entries.clear()
         self._entries.update(current)
 
         due = [e for e in current.values() if self._is_due(e, now)]
-        results = await asyncio.gather(*(self._guarded(e, now) for e in due))
+        results = await asyncio.gather(*(self._process_logged(e, now) for e in due))
         tasks = [t for batch in results for t in batch]
         upcoming = [
             e.next_slot
@@ -174,25 +178,22 @@ class Scheduler:
         self.next_due = min(upcoming) if upcoming else None
         return tasks
 
-    async def _load(self, sid: str, info: ObjectInfo) -> _Entry | None:
+    async def _load(self, ref: DefinitionRef) -> _Entry | None:
+        sid = ref.schedule_id
         async with self._sem:
             try:
-                obj = await self.queue.store.get(info.key)
-            except ObjectNotFound:
-                return None  # deleted since the LIST
+                stored = await self.schedules.read_definition(sid)
             except StorageError as exc:
                 log.warning("schedule %s: reading its definition failed, skipped this tick: %s", sid, exc)
                 self._count("errors")
                 return None
-        try:
-            schedule = _decode_schedule(obj.data, info.key)
-            if schedule.id != sid:
-                raise ValidationError("id", f"{schedule.id!r} does not match its key {info.key!r}")
-        except ValidationError as exc:
-            log.error("schedule %s: stored definition %s is invalid, skipped until it changes: %s", sid, info.key, exc)
+        if stored is None:
+            return None  # deleted since the LIST
+        if stored.schedule is None:
+            log.error("schedule %s: stored definition is invalid, skipped until it changes: %s", sid, stored.error)
             self._count("errors")
-            return _Entry(obj.etag, None)
-        return _Entry(obj.etag, schedule, floor=schedule.floor)
+            return _Entry(stored.etag, None)
+        return _Entry(stored.etag, stored.schedule, floor=stored.schedule.floor)
 
     def _is_due(self, entry: _Entry, now: datetime) -> bool:
         schedule = entry.schedule
@@ -200,7 +201,7 @@ class Scheduler:
             return False
         if not entry.computed:
             try:
-                entry.next_slot = _spec(schedule.cron, schedule.timezone).next_after(entry.floor or schedule.floor)
+                entry.next_slot = schedule.next_slot(entry.floor or schedule.floor)
             except Exception as exc:  # noqa: BLE001 - one broken schedule must not stop the others
                 log.error("schedule %s: computing its next slot failed: %s", schedule.id, exc)
                 self._count("errors")
@@ -208,7 +209,9 @@ class Scheduler:
             entry.computed = True
         return entry.next_slot is not None and entry.next_slot <= now
 
-    async def _guarded(self, entry: _Entry, now: datetime) -> list[Task]:
+    async def _process_logged(self, entry: _Entry, now: datetime) -> list[Task]:
+        """:meth:`_process` one due schedule; an exception is logged and counted, and
+        the schedule looked at again next tick."""
         assert entry.schedule is not None
         async with self._sem:
             try:
@@ -228,23 +231,26 @@ class Scheduler:
         )
         entry.computed = False  # look again next tick
 
+    def _log_skipped(self, schedule: Schedule, skipped: int, capped: bool, last_due: datetime | None) -> None:
+        self._count("skipped_slots", skipped)
+        log.warning(
+            "schedule %s: %s%d missed slot(s) up to %s skipped (catch_up=%s%s)",
+            schedule.id,
+            "at least " if capped else "",
+            skipped,
+            to_rfc3339(last_due) if last_due else "-",
+            schedule.catch_up.value,
+            f", limit {schedule.catch_up_limit}" if schedule.catch_up.value == "all" else "",
+        )
+
     async def _process(self, entry: _Entry, schedule: Schedule, now: datetime) -> list[Task]:
-        queue = self.queue
-        state = await queue._read_run_state(schedule)
+        runs = self.schedules.runs
+        state = await runs.read_state(schedule)
         cursor = state.last_slot_at
-        floor = max(schedule.floor, cursor) if cursor else schedule.floor
-        plan = _plan(schedule, floor, now, self.misfire_grace_seconds)
+        floor = handled_up_to(schedule, cursor)
+        plan = catch_up_plan(schedule, cursor, now, self.misfire_grace_seconds)
         if plan.skipped:
-            self._count("skipped_slots", plan.skipped)
-            log.warning(
-                "schedule %s: %s%d missed slot(s) up to %s skipped (catch_up=%s%s)",
-                schedule.id,
-                "at least " if plan.capped else "",
-                plan.skipped,
-                to_rfc3339(plan.last_due) if plan.last_due else "-",
-                schedule.catch_up.value,
-                f", limit {schedule.catch_up_limit}" if schedule.catch_up.value == "all" else "",
-            )
+            self._log_skipped(schedule, plan.skipped, plan.capped, plan.last_due)
         tasks: list[Task] = []
         settled: datetime | None = None
         blocked = False
@@ -257,7 +263,7 @@ class Scheduler:
                 break
             if task is not None:
                 tasks.append(task)
-            if outcome == "in-flight":
+            if outcome is SlotOutcome.IN_FLIGHT:
                 blocked = True  # its claimer advances the cursor (or a later tick recovers it)
             elif not blocked:
                 settled = slot
@@ -265,8 +271,9 @@ class Scheduler:
         if target is not None or tasks:
             last = tasks[-1] if tasks else None
             try:
-                await queue._record_run(
-                    schedule, target, now if last else None, last.id if last else None, "slot", now, state=state
+                await runs.record(
+                    schedule, slot=target, run_at=now if last else None, task_id=last.id if last else None,
+                    kind="slot", now=now, state=state,
                 )
             except Exception as exc:  # noqa: BLE001 - the tasks exist; a later tick settles the cursor
                 error = error or exc
@@ -277,85 +284,59 @@ class Scheduler:
                 if tasks and cursor is not None and _hour(cursor) != _hour(target or now):
                     await self._prune(schedule, min(now - LEDGER_RETENTION, cursor))
         entry.floor = floor
-        entry.next_slot = _spec(schedule.cron, schedule.timezone).next_after(floor)
+        entry.next_slot = schedule.next_slot(floor)
         entry.computed = True
         if error is not None:
             self._failed(entry, error)
         return tasks
 
-    async def _fire(self, schedule: Schedule, slot: datetime, now: datetime) -> tuple[str, Task | None]:
-        """Claim one slot and submit its task if this scheduler won. Returns the outcome
-        (``submitted``, ``recovered``, ``done``, ``in-flight``, ``gone``) and the task
-        this call submitted, if any."""
-        queue = self.queue
-        store = queue.store
-        key = queue.schedule_keys.slot(schedule.id, slot)
-        task_id = slot_task_id(queue.layout.prefix, schedule, slot)
-        nonce = secrets.token_hex(8)
-        claim = {
-            "schedule_id": schedule.id,
-            "incarnation": to_rfc3339(schedule.created_at),
-            "slot": to_rfc3339(slot),
-            "task_id": task_id,
-            "claimed_at": to_rfc3339(now),
-            "claimed_by": self.scheduler_id,
-            "claim": nonce,
-        }
-        try:
-            await store.put(key, json.dumps(claim, separators=(",", ":")).encode(), if_none_match=True)
-        except PreconditionFailed:
-            try:
-                obj = await store.get(key)
-            except ObjectNotFound:
-                return "gone", None  # pruned or deleted meanwhile: not ours to fire
-            ledger = _parse_ledger(obj.data)
-            if ledger.get("claim") != nonce:  # not a retry of our own request
-                self._count("lost")
-                claimed_at = _ts(ledger.get("claimed_at")) or obj.info.last_modified
-                ledger_task = ledger.get("task_id")
-                if isinstance(ledger_task, str) and v.TASK_ID_RE.match(ledger_task):
-                    task_id = ledger_task
-                if (now - claimed_at).total_seconds() < self.recovery_seconds:
-                    return "in-flight", None
-                if await queue._task_exists(task_id):
-                    return "done", None
-                log.warning(
-                    "schedule %s: slot %s was claimed at %s by %s but task %s was never written; submitting it",
-                    schedule.id, to_rfc3339(slot), to_rfc3339(claimed_at), ledger.get("claimed_by"), task_id,
-                )
-                task, created = await queue._submit_slot_task(schedule, task_id, now)
-                if not created:
-                    return "done", None
-                self._count("recovered")
-                return "recovered", task
-        task, _ = await queue._submit_slot_task(schedule, task_id, now)
+    async def _fire(self, schedule: Schedule, slot: datetime, now: datetime) -> tuple[SlotOutcome, Task | None]:
+        """Claim one slot and submit its task if this scheduler won (or the claim was
+        abandoned). Returns the outcome and the task this call submitted, if any."""
+        runs = self.schedules.runs
+        claim = await runs.claim_slot(
+            schedule, slot, runs.slot_task_id(schedule, slot), now=now, claimed_by=self.scheduler_id
+        )
+        if claim.result is ClaimResult.GONE:
+            return SlotOutcome.GONE, None
+        if claim.result is ClaimResult.TAKEN:
+            self._count("lost")
+            claimed_at = claim.claimed_at or now
+            if (now - claimed_at).total_seconds() < self.recovery_seconds:
+                return SlotOutcome.IN_FLIGHT, None
+            if await runs.task_exists(claim.task_id):
+                return SlotOutcome.DONE, None
+            log.warning(
+                "schedule %s: slot %s was claimed at %s by %s but task %s was never written; submitting it",
+                schedule.id, to_rfc3339(slot), to_rfc3339(claimed_at), claim.claimed_by, claim.task_id,
+            )
+            task, created = await runs.submit_slot_task(schedule, claim.task_id, now)
+            if not created:
+                return SlotOutcome.DONE, None
+            self._count("recovered")
+            return SlotOutcome.RECOVERED, task
+        task, _ = await runs.submit_slot_task(schedule, claim.task_id, now)
         self._count("fired")
         log.info("schedule %s: slot %s -> task %s", schedule.id, to_rfc3339(slot), task.id)
-        return "submitted", task
+        return SlotOutcome.SUBMITTED, task
 
     async def _prune(self, schedule: Schedule, cutoff: datetime) -> None:
         """Delete ledger objects of slots before ``cutoff`` — older than
         LEDGER_RETENTION and before the slot cursor as this tick found it, so entries
-        this tick created are never among them: one LIST (the oldest 1,000 entries)
-        and at most one DeleteObjects. Failures are logged only."""
-        keys = self.queue.schedule_keys
+        this tick created are never among them. Failures are logged only."""
         try:
-            page = await self.queue.store.list(keys.slots_prefix(schedule.id), limit=1000)
-            old = [
-                i.key
-                for i in page
-                if (slot := keys.parse_slot(schedule.id, i.key)) is not None and slot < cutoff
-            ]
-            if old:
-                await self.queue.store.delete_many(old)
+            await self.schedules.runs.prune_ledger(schedule.id, cutoff)
         except StorageError as exc:
             log.warning("schedule %s: pruning old ledger entries failed (retried later): %s", schedule.id, exc)
 
     # ------------------------------------------------------------------ run
-    async def run(self, interval_seconds: float = 10.0, stop: asyncio.Event | None = None) -> None:
+    async def run(
+        self, interval_seconds: float = DEFAULT_SCHEDULER_INTERVAL_SECONDS, stop: asyncio.Event | None = None
+    ) -> None:
         """Tick until ``stop`` is set: at least every ``interval_seconds``, and right
         when the next slot of any schedule comes due (by the store's clock), so slots
-        fire on time. A failing tick is logged and the next one goes on.
+        fire on time. A failing tick is logged (a storage error as one line, anything
+        else with its traceback) and the loop goes on.
 
         Args:
             interval_seconds: the longest pause between ticks (it bounds how long a new
@@ -365,27 +346,28 @@ class Scheduler:
         Raises:
             ValidationError: bad ``interval_seconds``.
         """
-        if isinstance(interval_seconds, bool) or not isinstance(interval_seconds, (int, float)) or not 0.01 <= interval_seconds <= 3600:
-            raise ValidationError("interval_seconds", f"must be between 0.01 and 3600, got {interval_seconds!r}")
+        interval = finite_number(interval_seconds, "interval_seconds", 0.01, 3600)
         stop = stop or asyncio.Event()
-        log.info("scheduler %s started on %s", self.scheduler_id, self.queue.store.description)
-        while not stop.is_set():
-            try:
-                tasks = await self.tick()
-                if tasks:
-                    log.info("scheduler: %d task(s) submitted", len(tasks))
-            except StorageError as exc:
-                log.warning("scheduler tick failed: %s", exc)
-            except Exception:  # noqa: BLE001 - a long-lived loop logs and goes on
-                log.exception("scheduler tick failed")
-            delay = float(interval_seconds)
-            if self.next_due is not None:
-                with contextlib.suppress(StorageError):
-                    until = (self.next_due - await self.queue.time()).total_seconds()
-                    delay = min(delay, max(until, 0.0) + 0.005)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.01))
+        log.info("scheduler %s started on %s", self.scheduler_id, self.protocol.store.description)
+        await every(interval, self._tick_step, stop, name="scheduler tick", logger=log, next_wait=_as_wait)
         log.info("scheduler %s stopped: %s", self.scheduler_id, self.stats)
+
+    async def _tick_step(self) -> float | None:
+        """One tick of :meth:`run`; returns how long to wait for the next due slot."""
+        tasks = await self.tick()
+        if tasks:
+            log.info("scheduler: %d task(s) submitted", len(tasks))
+        if self.next_due is None:
+            return None
+        try:
+            until = (self.next_due - await self.protocol.time()).total_seconds()
+        except StorageError:
+            return None  # the clock is unavailable: wait the full interval
+        return max(until, 0.0) + 0.005
+
+
+def _as_wait(result: object) -> float | None:
+    return result if isinstance(result, float) else None
 
 
 async def tick_once(queue: Queue, now: datetime | None = None) -> list[Task]:
@@ -404,21 +386,6 @@ async def tick_once(queue: Queue, now: datetime | None = None) -> list[Task]:
 
 def _hour(dt: datetime) -> datetime:
     return dt.replace(minute=0, second=0, microsecond=0)
-
-
-def _ts(raw: Any) -> datetime | None:
-    try:
-        return from_rfc3339(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-
-
-def _parse_ledger(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-        return doc if isinstance(doc, dict) else {}
-    except ValueError:
-        return {}
 
 
 __all__ = ["Scheduler", "tick_once"]

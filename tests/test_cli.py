@@ -29,7 +29,7 @@ def test_submit_get_list_history_round_trip(run) -> None:  # type: ignore[no-unt
     r = run("submit", "send_email", '{"to": "a@b.c"}')
     assert r.exit_code == 0, r.output
     task_id = r.output.strip()
-    assert len(task_id) == 32
+    assert len(task_id) == 36
     r = run("get", task_id)
     assert r.exit_code == 0 and '"status": "pending"' in r.output and '"to": "a@b.c"' in r.output
     r = run("list", "--status", "pending")
@@ -68,7 +68,7 @@ def test_bad_input_is_a_usage_error_and_writes_nothing(run, args, message) -> No
 
 
 def test_inspection_commands_do_not_create_a_queue(run) -> None:  # type: ignore[no-untyped-def]
-    for args in (["list"], ["get", "0" * 32], ["schedule", "list"], ["now"]):
+    for args in (["list"], ["get", "00000000-0000-7000-8000-000000000000"], ["schedule", "list"], ["now"]):
         r = run(*args)
         assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
     assert files_under(run.store) == []

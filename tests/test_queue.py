@@ -21,7 +21,7 @@ from tests.conftest import FakeClock
 
 async def test_submit_stores_a_pending_task(queue: Queue, clock: FakeClock) -> None:
     task = await queue.submit("send_email", {"to": "user@example.com"})
-    assert len(task.id) == 32 and task.status == TaskStatus.Pending
+    assert len(task.id) == 36 and task.status == TaskStatus.Pending
     assert task.shard in queue.shards and task.shard == queue.shard_of(task.id)
     assert task.created_at == clock.now and task.available_at == clock.now
     assert (task.timeout_seconds, task.max_retries, task.retry_count, task.attempt) == (300, 3, 0, 0)
@@ -31,8 +31,8 @@ async def test_submit_stores_a_pending_task(queue: Queue, clock: FakeClock) -> N
 
 
 async def test_get_unknown_task_is_none(queue: Queue) -> None:
-    assert await queue.get("0" * 32) is None
-    assert await queue.get_history("0" * 32) == []
+    assert await queue.get("00000000-0000-7000-8000-000000000000") is None
+    assert await queue.get_history("00000000-0000-7000-8000-000000000000") == []
 
 
 async def test_submit_with_only_the_marker_written_is_still_readable(queue: Queue, store: MemoryStore) -> None:

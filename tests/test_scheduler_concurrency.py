@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
@@ -64,8 +65,10 @@ def task_keys(store: MemoryStore) -> list[str]:
 
 
 def slot_of(task_id: str) -> datetime:
-    """Slot tasks carry the slot's epoch milliseconds in their first 12 hex digits."""
-    return datetime.fromtimestamp(int(task_id[:12], 16) / 1000, UTC)
+    """Slot tasks have UUIDv7 ids whose 48-bit time field is the slot's epoch ms."""
+    parsed = uuid.UUID(task_id)
+    assert parsed.version == 7 and str(parsed) == task_id
+    return datetime.fromtimestamp((parsed.int >> 80) / 1000, UTC)
 
 
 async def test_eight_schedulers_ticking_together_submit_one_task_per_slot() -> None:
@@ -142,7 +145,7 @@ async def test_slot_claimed_by_a_scheduler_that_died_before_submitting_is_recove
     a = Scheduler(q, scheduler_id="a")
     assert await a.tick(slot + timedelta(seconds=1)) == []
     assert a.stats["errors"] == 1
-    ledger_key = q.schedule_keys.slot("job", slot)
+    ledger_key = q.schedules.layout.schedule_slot("job", slot)
     assert ledger_key in store.keys() and task_keys(store) == []
     store.failing = False
 
@@ -265,11 +268,11 @@ async def test_ledger_is_pruned_after_the_retention() -> None:
     q = await connect(store=store, clock=clock)
     await q.create_schedule("h", "t", None, "*/30 * * * *")
     s = Scheduler(q)
-    prefix = q.schedule_keys.slots_prefix("h")
+    prefix = q.schedules.layout.schedule_slots_prefix("h")
     for _ in range(5 * 48):  # five days, a tick per slot
         clock.advance(1800)
         assert len(await s.tick()) == 1
-        ledger = [q.schedule_keys.parse_slot("h", k) for k in store.keys() if k.startswith(prefix)]
+        ledger = [q.schedules.layout.parse_schedule_slot("h", k) for k in store.keys() if k.startswith(prefix)]
         assert clock.now in ledger  # the latest slot's entry is always there
         oldest = min(x for x in ledger if x is not None)
         assert clock.now - oldest <= LEDGER_RETENTION + timedelta(hours=1, minutes=30)

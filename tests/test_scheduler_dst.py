@@ -13,6 +13,7 @@ Transitions used (tz database):
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -220,16 +221,18 @@ async def drive(cron: str, tz: str, start: datetime, end: datetime, step_minutes
     q = await connect(store=store, clock=clock)
     await q.create_schedule("job", "t", {"k": 1}, cron, timezone=tz)
     runners = [Scheduler(q) for _ in range(schedulers)]
-    keys = q.schedule_keys
+    keys = q.schedules.layout
     fired: list[tuple[datetime, datetime]] = []
     ledger: set[datetime | None] = set()  # every ledger entry seen (old ones get pruned)
     while clock.now < end:
         clock.advance(step_minutes * 60)
         for r in runners:
             for task in await r.tick():
-                fired.append((datetime.fromtimestamp(int(task.id[:12], 16) / 1000, UTC), clock.now))
+                # slot task ids are UUIDv7s whose 48-bit time field is the slot's epoch ms
+                fired.append((datetime.fromtimestamp((uuid.UUID(task.id).int >> 80) / 1000, UTC), clock.now))
                 assert await q.get(task.id) is not None
-        ledger |= {keys.parse_slot("job", k) for k in store.keys() if k.startswith(keys.slots_prefix("job"))}
+        ledger |= {keys.parse_schedule_slot("job", k) for k in store.keys()
+                   if k.startswith(keys.schedule_slots_prefix("job"))}
     assert sorted(s for s in ledger if s is not None) == sorted(slot for slot, _ in fired)
     tasks = [k for k in store.keys() if k.startswith("tasks/")]
     assert len(tasks) == len(fired)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from buquet import MemoryStore, RetryPolicy, StorageError, TaskStatus, ValidationError, connect
-from buquet.errors import ScheduleExists, ScheduleNotFound
+from buquet.errors import CorruptObject, ScheduleExists, ScheduleNotFound
 from buquet.queue import Queue
 from buquet.scheduler import Scheduler
 from buquet.schedules import CatchUp, Schedule, ScheduleLastRun
@@ -25,7 +26,10 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)  # the conftest clock's start
 
 
 def slot_of(task_id: str) -> datetime:
-    return datetime.fromtimestamp(int(task_id[:12], 16) / 1000, UTC)
+    """Slot tasks have UUIDv7 ids whose 48-bit time field is the slot's epoch ms."""
+    parsed = uuid.UUID(task_id)
+    assert parsed.version == 7 and str(parsed) == task_id
+    return datetime.fromtimestamp((parsed.int >> 80) / 1000, UTC)
 
 
 def task_keys(store: MemoryStore) -> list[str]:
@@ -123,12 +127,66 @@ async def test_list_schedules_sorted_and_skips_a_corrupt_definition(
 ) -> None:
     for sid in ("b", "a", "c"):
         await queue.create_schedule(sid, "t", None, "@daily")
-    await store.put(queue.schedule_keys.definition("broken"), b"{not json")
+    await store.put(queue.schedules.layout.schedule_def("broken"), b"{not json")
     with caplog.at_level(logging.ERROR, "buquet.schedules"):
         assert [s.id for s in await queue.list_schedules()] == ["a", "b", "c"]
     assert "broken" in caplog.text
     with pytest.raises(StorageError, match="broken"):
         await queue.get_schedule("broken")
+    with pytest.raises(CorruptObject) as info:
+        await queue.get_schedule("broken")
+    assert info.value.field == "json" and info.value.key == "schedules/defs/broken.json"
+
+
+def _definition_variants(good: dict[str, Any]) -> list[tuple[str, bytes, str]]:
+    """Stored definitions under key ``x`` that cannot be read as schedule ``x``, with
+    the field the error names."""
+    return [
+        ("id-differs-from-key", json.dumps(good | {"id": "other"}).encode(), "id"),
+        ("not-json", b"{not json", "json"),
+        ("not-an-object", b"[1, 2]", "json"),
+        ("enabled-not-bool", json.dumps(good | {"id": "x", "enabled": "yes"}).encode(), "enabled"),
+        ("created-at-number", json.dumps(good | {"id": "x", "created_at": 12}).encode(), "created_at"),
+        ("bad-cron", json.dumps(good | {"id": "x", "cron": "61 * * * *"}).encode(), "cron"),
+        ("policy-not-object", json.dumps(good | {"id": "x", "retry_policy": 5}).encode(), "retry_policy"),
+        ("missing-task-type", json.dumps({k: v for k, v in good.items() if k != "task_type"} | {"id": "x"}).encode(),
+         "task_type"),
+    ]
+
+
+@pytest.mark.parametrize("variant", range(8), ids=[v[0] for v in _definition_variants({})])
+async def test_list_schedules_and_get_schedule_agree_on_corrupt_definitions(
+    queue: Queue, store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture, variant: int
+) -> None:
+    """Issue 7, defect 9: list_schedules() listed a schedule that get_schedule() could
+    not read (a definition whose id differs from its key: listed as "other", while
+    get_schedule("other") found nothing). The rule now: every stored definition is
+    decoded one way; a corrupt one is logged and left out of the list (and out of the
+    scheduler), and reading it by id raises CorruptObject naming the key and field."""
+    good = await queue.create_schedule("good", "t", None, "*/5 * * * *")
+    name, body, field = _definition_variants(good.to_dict())[variant]
+    key = queue.schedules.layout.schedule_def("x")
+    await store.put(key, body)
+    with caplog.at_level(logging.ERROR, "buquet.schedules"):
+        listed = await queue.list_schedules()
+    assert [s.id for s in listed] == ["good"]
+    assert "schedules/defs/x.json" in caplog.text
+    for s in listed:  # whatever is listed can be read by its id, and reads the same
+        assert await queue.get_schedule(s.id) == s
+    assert await queue.get_schedule("other") is None
+    with pytest.raises(CorruptObject) as info:
+        await queue.get_schedule("x")
+    assert (info.value.key, info.value.field) == (key, field), name
+    for call in ("enable_schedule", "disable_schedule", "trigger_schedule", "get_schedule_last_run"):
+        with pytest.raises(CorruptObject):
+            await getattr(queue, call)("x")
+    assert task_keys(store) == []
+    scheduler = Scheduler(queue)
+    clock.advance(300)
+    fired = await scheduler.tick()  # the scheduler skips it too; "good" fires
+    assert [t.task_type for t in fired] == ["t"] and scheduler.stats["errors"] == 1
+    await queue.delete_schedule("x")  # a corrupt definition can be deleted
+    assert key not in store.keys()
 
 
 # ---------------------------------------------------------------- first firing
@@ -281,7 +339,7 @@ async def test_concurrent_definition_updates_are_not_lost(clock: FakeClock) -> N
         clock.advance(60)
         await other.enable_schedule("m")
 
-    store.key, store.hook = q.schedule_keys.definition("m"), concurrent_toggle
+    store.key, store.hook = q.schedules.layout.schedule_def("m"), concurrent_toggle
     result = await q.disable_schedule("m")  # its first If-Match PUT fails; it re-reads and retries
     stored = await q.get_schedule("m")
     assert stored == result and stored is not None and stored.enabled is False
@@ -342,10 +400,11 @@ async def test_a_corrupt_definition_is_logged_and_skipped_the_others_fire(
     queue: Queue, store: MemoryStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     await queue.create_schedule("good", "t", None, "*/5 * * * *")
-    await store.put(queue.schedule_keys.definition("bad-json"), b"{")
-    doc = json.loads((await store.get(queue.schedule_keys.definition("good"))).data)
+    layout = queue.schedules.layout
+    await store.put(layout.schedule_def("bad-json"), b"{")
+    doc = json.loads((await store.get(layout.schedule_def("good"))).data)
     doc.update(id="bad-cron", cron="not a cron")
-    await store.put(queue.schedule_keys.definition("bad-cron"), json.dumps(doc).encode())
+    await store.put(layout.schedule_def("bad-cron"), json.dumps(doc).encode())
     s = Scheduler(queue)
     clock.advance(300)
     with caplog.at_level(logging.ERROR, "buquet.scheduler"):
@@ -439,6 +498,38 @@ async def test_run_fires_due_slots_and_stops_on_the_event(clock: FakeClock) -> N
     assert scheduler.next_due == T0 + timedelta(minutes=2)
 
 
+class ExplodingListStore(TaskSignalStore):
+    """Raises a non-storage exception (a bug) from the first ``explode`` LISTs of the
+    schedule definitions."""
+
+    explode = 0
+
+    async def list(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> Any:
+        if prefix.startswith("schedules/defs/") and self.explode:
+            self.explode -= 1
+            raise RuntimeError("boom")
+        return await super().list(prefix, start_after=start_after, limit=limit)
+
+
+async def test_run_logs_an_unexpected_exception_and_keeps_ticking(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ExplodingListStore()
+    q = await connect(store=store, clock=clock)
+    await q.create_schedule("m", "t", None, "* * * * *")
+    store.explode = 2
+    clock.advance(60)
+    scheduler = Scheduler(q)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, "buquet.scheduler"):
+        runner = asyncio.create_task(scheduler.run(interval_seconds=0.01, stop=stop))
+        await asyncio.wait_for(store.written.wait(), timeout=10)
+        stop.set()
+        await asyncio.wait_for(runner, timeout=10)
+    assert store.explode == 0 and scheduler.stats["fired"] == 1
+    assert "scheduler tick failed unexpectedly" in caplog.text and "RuntimeError: boom" in caplog.text
+
+
 async def test_run_validates_its_interval(queue: Queue) -> None:
     with pytest.raises(ValidationError):
         await Scheduler(queue).run(interval_seconds=0)
@@ -491,7 +582,7 @@ def test_cli_schedule_round_trip(cli_env: tuple[CliRunner, Any, MemoryStore, Fak
     r = runner.invoke(cli, ["schedule", "trigger", "nightly"])
     assert r.exit_code == 0
     task_id = r.output.strip()
-    assert len(task_id) == 32 and any(task_id in k for k in store.keys())
+    assert str(uuid.UUID(task_id)) == task_id and any(task_id in k for k in store.keys())
     r = runner.invoke(cli, ["schedule", "get", "nightly"])
     assert f"(trigger) task {task_id}" in r.output
 

@@ -20,7 +20,8 @@ from buquet import (
     Worker,
     WorkerRunOptions,
 )
-from buquet.queue import Lease, Queue
+from buquet._tasks import Lease
+from buquet.queue import Queue
 from tests.conftest import FakeClock
 
 ALL = ["0", "1", "2", "3"]
@@ -246,8 +247,8 @@ async def test_lease_is_extended_while_the_handler_runs(live_queue: Queue, store
 async def _claim_first(queue: Queue, worker_id: str, lease_seconds: float = 30) -> Lease:
     now = await queue.time()
     for shard in queue.shards:
-        for marker in await queue._due_markers(shard, now, 100):
-            result = await queue._claim(marker, worker_id, lease_seconds, now)
+        for marker in await queue.protocol.due_markers(shard, now, 100):
+            result = await queue.protocol.claim(marker, worker_id, lease_seconds, now)
             if isinstance(result, Lease):
                 return result
     raise AssertionError("nothing to claim")
@@ -260,8 +261,8 @@ async def test_zombie_completion_is_rejected(queue: Queue, clock: FakeClock) -> 
     fresh = await _claim_first(queue, "fresh", lease_seconds=30)
     assert fresh.task.attempt == 2
     with pytest.raises(LeaseLost):
-        await queue._complete(zombie, "stale result")
-    await queue._complete(fresh, "fresh result")
+        await queue.protocol.complete(zombie, "stale result")
+    await queue.protocol.complete(fresh, "fresh result")
     t = await queue.get(task.id)
     assert t is not None and t.status == TaskStatus.Completed and t.output == "fresh result"
     assert t.worker_id == "fresh"
@@ -291,7 +292,7 @@ async def test_a_task_that_kills_its_worker_every_time_ends_failed(queue: Queue,
 async def test_monitor_requeues_expired_leases_from_the_lease_index(queue: Queue, store: MemoryStore, clock: FakeClock) -> None:
     task = await queue.submit("t", None, retry_policy=RetryPolicy(initial_interval_ms=0, jitter_percent=0.0))
     lease = await _claim_first(queue, "dead", lease_seconds=10)
-    await store.delete_many(await queue._extend(lease, 10))  # one heartbeat, then the worker dies
+    await store.delete_many(await queue.protocol.extend(lease, 10))  # one heartbeat, then the worker dies
     assert [k for k in store.keys() if k.startswith("ready/")] == []
     monitor = Monitor(queue)
     assert await monitor.sweep() == 0  # lease still live
@@ -313,9 +314,9 @@ async def test_monitor_cost_grows_with_expired_leases_not_tasks(queue: Queue, st
         await queue.submit("t", i)
     leases = [await _claim_first(queue, "w", lease_seconds=100) for _ in range(10)]
     for lease in leases[:3]:
-        await queue._extend(lease, 5)  # these three will expire first
+        await queue.protocol.extend(lease, 5)  # these three will expire first
     for lease in leases[3:]:
-        await queue._extend(lease, 100)
+        await queue.protocol.extend(lease, 100)
     clock.advance(6)
     gets = store.request_counts["get"]
     assert await Monitor(queue).sweep() == 3
@@ -380,8 +381,8 @@ async def test_worker_rejects_bad_configuration(queue: Queue) -> None:
 async def test_claim_race_has_exactly_one_winner(queue: Queue, clock: FakeClock) -> None:
     await queue.submit("t", None)
     now = await queue.time()
-    markers = [m for s in queue.shards for m in await queue._due_markers(s, now, 10)]
-    results = await asyncio.gather(*(queue._claim(markers[0], f"w{i}", 30, now) for i in range(10)))
+    markers = [m for s in queue.shards for m in await queue.protocol.due_markers(s, now, 10)]
+    results = await asyncio.gather(*(queue.protocol.claim(markers[0], f"w{i}", 30, now) for i in range(10)))
     assert sum(isinstance(r, Lease) for r in results) == 1
 
 
@@ -484,7 +485,7 @@ async def test_monitor_skips_an_unreadable_task_and_recovers_the_others(queue: Q
         await queue.submit("t", i, retry_policy=RetryPolicy(initial_interval_ms=0, jitter_percent=0.0))
     leases = [await _claim_first(queue, "dead", lease_seconds=10) for _ in range(8)]
     for lease in leases:
-        await store.delete_many(await queue._extend(lease, 10))
+        await store.delete_many(await queue.protocol.extend(lease, 10))
     broken = leases[0].task
     await store.put(queue.layout.task(broken.shard, broken.id), b"not json")
     clock.advance(11)
@@ -514,7 +515,7 @@ async def test_a_claim_that_races_the_submitters_task_write_claims_the_written_t
     task = await queue.submit("t", None)
     key = queue.layout.task(task.shard, task.id)
     now = await queue.time()
-    [marker] = [m for s in queue.shards for m in await queue._due_markers(s, now, 10)]
+    [marker] = [m for s in queue.shards for m in await queue.protocol.due_markers(s, now, 10)]
     real_get = store.get
     calls = 0
 
@@ -527,5 +528,5 @@ async def test_a_claim_that_races_the_submitters_task_write_claims_the_written_t
         return await real_get(k)
 
     store.get = get_before_the_task_exists  # type: ignore[method-assign]
-    lease = await queue._claim(marker, "w", 30, now)
+    lease = await queue.protocol.claim(marker, "w", 30, now)
     assert isinstance(lease, Lease) and lease.task.attempt == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -23,6 +24,26 @@ from ..errors import ObjectNotFound, PreconditionFailed, StorageError
 from .base import ObjectInfo, ObjectStore, StoredObject, quote_etag
 
 _SUFFIX = ".obj"
+
+# errno → (hint, transient) for the one-line message of an OS error
+_OS_HINTS: dict[int, tuple[str, bool]] = {
+    errno.EACCES: ("permission denied — check the directory's owner and mode", False),
+    errno.EPERM: ("operation not permitted — check the directory's owner and mode", False),
+    errno.EROFS: ("the file system is read-only", False),
+    errno.ENOSPC: ("the disk is full", False),
+    errno.EDQUOT: ("disk quota exceeded", False),
+    errno.ENOTDIR: ("a path component is a file, not a directory", False),
+    errno.EEXIST: ("a file is in the way of a directory", False),
+    errno.EISDIR: ("a directory is in the way of the object file", False),
+    errno.ENAMETOOLONG: ("the key is too long for this file system", False),
+    errno.EMFILE: ("too many open files — raise the limit (ulimit -n)", True),
+    errno.ENFILE: ("too many open files system-wide", True),
+    errno.EIO: ("I/O error — check the disk", False),
+    errno.EAGAIN: ("resource temporarily unavailable — retry", True),
+    errno.EBUSY: ("resource busy — retry", True),
+    errno.EINTR: ("interrupted — retry", True),
+    errno.ESTALE: ("stale file handle (network file system) — retry", True),
+}
 
 
 class LocalStore(ObjectStore):
@@ -42,6 +63,16 @@ class LocalStore(ObjectStore):
         return f"file://{self.root}"
 
     # -- helpers ---------------------------------------------------------------
+    def _os_error(self, op: str, key: str | None, exc: OSError) -> StorageError:
+        """``local <OP> <path> failed: <ERRNO>: <reason> (<hint>)``, one line."""
+        path = exc.filename or (self.root / key if key else self.root)
+        name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        reason = " ".join((exc.strerror or str(exc)).split())
+        hint, transient = _OS_HINTS.get(exc.errno or 0, (None, False))
+        message = f"local {op} {path} failed: {name}: {reason}" + (f" ({hint})" if hint else "")
+        return StorageError(message, key, operation=op, bucket=str(self.root), code=name,
+                            hint=hint, transient=transient)
+
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
@@ -76,7 +107,7 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"no object at {key!r}", key) from None
         except OSError as exc:
-            raise StorageError(f"reading {key!r}: {exc}", key) from exc
+            raise self._os_error("GET", key, exc) from exc
         return StoredObject(self._info(key, data, mtime), data)
 
     def _put(self, key: str, data: bytes, if_match: str | None, if_none_match: bool) -> str:
@@ -105,10 +136,11 @@ class LocalStore(ObjectStore):
         except (PreconditionFailed, StorageError):
             raise
         except OSError as exc:
-            raise StorageError(f"writing {key!r}: {exc}", key) from exc
+            raise self._os_error("PUT", key, exc) from exc
         return quote_etag(hashlib.md5(data).hexdigest())
 
     def _delete(self, keys: Sequence[str]) -> None:
+        key: str | None = keys[0] if keys else None
         try:
             with self._locked():
                 for key in keys:
@@ -126,14 +158,20 @@ class LocalStore(ObjectStore):
         except StorageError:
             raise
         except OSError as exc:
-            raise StorageError(f"deleting: {exc}") from exc
+            raise self._os_error("DELETE", key, exc) from exc
 
     def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
         base_parts = prefix.split("/")[:-1]
         base = self.root.joinpath(*base_parts) if base_parts else self.root
         keys: list[str] = []
         rel_root = len(str(self.root)) + 1
-        for dirpath, dirnames, filenames in os.walk(base):
+
+        def walk_error(exc: OSError) -> None:
+            # a missing prefix directory is an empty listing; anything else is an error
+            if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                raise self._os_error("LIST", prefix, exc) from exc
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=walk_error):
             for name in filenames:
                 if not name.endswith(_SUFFIX) or name.startswith(".tmp-"):
                     continue

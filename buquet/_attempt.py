@@ -1,0 +1,251 @@
+"""Running one attempt of a task: the handler, its heartbeat, and recording the outcome.
+
+Used by :class:`~buquet.Worker`; every stored change goes through
+:class:`~buquet._tasks.TaskProtocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+from . import _transitions as tr
+from . import _validate as v
+from ._loops import DeleteBatcher
+from ._tasks import Lease, TaskProtocol
+from .errors import LeaseLost, PermanentError, RetryableError, StorageError, ValidationError
+
+log = logging.getLogger("buquet.worker")
+
+Handler = Callable[[Any], Any]
+#: tries of recording an outcome (each write already retries transient errors itself)
+RECORD_ATTEMPTS = 3
+
+
+class HandlerExit(Exception):
+    """A handler raised ``SystemExit``/``KeyboardInterrupt``/``GeneratorExit``, or
+    cancelled itself: a failed attempt like any other exception, never a crash of the
+    worker. ``original`` is what it raised."""
+
+    def __init__(self, original: BaseException) -> None:
+        self.original = original
+        super().__init__(tr.describe_exception(original))
+
+
+class OutcomeKind(enum.Enum):
+    """How an attempt ended."""
+
+    RETURNED = "returned"  #: the handler returned a value
+    RAISED = "raised"  #: the handler raised
+    TIMED_OUT = "timed_out"  #: the handler ran past ``timeout_seconds``
+    LEASE_LOST = "lease_lost"  #: the heartbeat found the lease taken over
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An attempt's end: its kind and the returned value or raised exception."""
+
+    kind: OutcomeKind
+    value: Any = None
+
+
+def failure_of(outcome: Outcome, timeout_seconds: int) -> tuple[str, bool, str | None]:
+    """``(last_error text, retryable?, traceback or None)`` of a failed attempt."""
+    if outcome.kind == OutcomeKind.TIMED_OUT:
+        return f"timed out after {timeout_seconds}s", True, None
+    exc = outcome.value
+    original = exc.original if isinstance(exc, HandlerExit) else exc
+    text = tr.describe_exception(original)
+    return text, not isinstance(original, PermanentError), tr.format_traceback(original)
+
+
+async def call_handler(handler: Handler, payload: Any) -> Any:
+    """Run ``handler(payload)``: coroutine functions in the loop, plain functions in a
+    daemon thread. Exceptions that would otherwise tear down the event loop
+    (``SystemExit``, ``KeyboardInterrupt``) and a handler's own cancellation come back
+    as :class:`HandlerExit`; only a cancellation of this call itself propagates."""
+    try:
+        if inspect.iscoroutinefunction(handler):
+            return await handler(payload)
+        result = await _in_daemon_thread(handler, payload)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the worker cancelled this call (timeout, shutdown)
+        raise HandlerExit(exc) from exc
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise HandlerExit(exc) from exc
+
+
+class AttemptRunner:
+    """Runs attempts for one worker: handler + heartbeat, then records the outcome.
+
+    Args:
+        protocol: the task protocol.
+        worker_id: the worker's name (logs).
+        handlers: task type → handler.
+        deleter: batches index deletions.
+        count: ``count(name)`` increments the worker's counters.
+        skip: the worker's skip map (key → until), so keys whose deletion is batched
+            are not mistaken for work meanwhile.
+    """
+
+    def __init__(
+        self, protocol: TaskProtocol, worker_id: str, handlers: dict[str, Handler], deleter: DeleteBatcher,
+        count: Callable[[str], None], skip: dict[str, Any],
+    ) -> None:
+        self.protocol = protocol
+        self.worker_id = worker_id
+        self.handlers = handlers
+        self.deleter = deleter
+        self.count = count
+        self.skip = skip
+
+    async def execute(self, lease: Lease, lease_seconds: float) -> None:
+        """Run the task's handler under ``lease``, renewing it every third of
+        ``lease_seconds``, and record the outcome. When cancelled (worker shutdown
+        past the grace period) it releases the task and re-raises."""
+        task = lease.task
+        handler = self.handlers[task.task_type]
+        log.info("task %s (%s): attempt %d started", task.id, task.task_type, task.attempt)
+        stop_beats = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(lease, lease_seconds, stop_beats))
+        call = asyncio.ensure_future(call_handler(handler, task.input))
+        try:
+            done, _ = await asyncio.wait({call, heartbeat}, timeout=task.timeout_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if call in done:
+                exc = call.exception()
+                outcome = Outcome(OutcomeKind.RAISED, exc) if exc is not None else Outcome(OutcomeKind.RETURNED, call.result())
+            elif heartbeat in done:
+                outcome = Outcome(OutcomeKind.LEASE_LOST, heartbeat.exception() or LeaseLost("lease lost"))
+            else:
+                outcome = Outcome(OutcomeKind.TIMED_OUT)
+        except asyncio.CancelledError:
+            call.cancel()
+            await self._end_heartbeat(heartbeat, stop_beats)
+            with contextlib.suppress(LeaseLost, StorageError):
+                self.deleter.add(await self.protocol.release(lease, f"released: worker {self.worker_id} shut down"))
+                log.info("task %s: released at shutdown", task.id)
+            raise
+        finally:
+            if not call.done():
+                call.cancel()
+        # Let a heartbeat write in flight finish (never cancel it mid-write: its ETag is
+        # what the outcome's write must be conditioned on).
+        await self._end_heartbeat(heartbeat, stop_beats)
+        await self.record(lease, outcome)
+
+    @staticmethod
+    async def _end_heartbeat(heartbeat: "asyncio.Task[None]", stop: asyncio.Event) -> None:
+        stop.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(heartbeat)
+
+    async def _heartbeat(self, lease: Lease, lease_seconds: float, stop: asyncio.Event) -> None:
+        period = lease_seconds / 3
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=period)
+            if stop.is_set():
+                return
+            for attempt in range(3):
+                try:
+                    self.deleter.add(await self.protocol.extend(lease, lease_seconds))
+                    break
+                except LeaseLost:
+                    raise  # ends the attempt: another worker holds the task now
+                except Exception as exc:  # noqa: BLE001 - the beat must go on
+                    if attempt == 2:
+                        log.warning("task %s: heartbeat failed: %s", lease.task.id, exc,
+                                    exc_info=None if isinstance(exc, StorageError) else exc)
+                    else:
+                        await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def record(self, lease: Lease, outcome: Outcome) -> None:
+        """Write the attempt's outcome: Completed, Pending for a retry, or Failed."""
+        task = lease.task
+        if outcome.kind == OutcomeKind.LEASE_LOST:
+            self.count("lease_lost")
+            log.error("task %s: %s; result discarded", task.id, outcome.value)
+            return
+        if outcome.kind == OutcomeKind.RAISED:
+            exc = outcome.value
+            shown = exc.original if isinstance(exc, HandlerExit) else exc
+            if not isinstance(shown, (RetryableError, PermanentError)):
+                log.error("task %s (%s): attempt %d raised", task.id, task.task_type, task.attempt, exc_info=shown)
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                keys = await self._write_outcome(lease, outcome)
+            except LeaseLost as exc:
+                self.count("lease_lost")
+                log.error("task %s: %s", task.id, exc)
+                return
+            except StorageError as exc:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    log.error("task %s: recording the outcome failed, the lease will lapse: %s", task.id, exc)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
+                continue
+            self.deleter.add(keys)
+            forget_at = lease.task.updated_at + timedelta(seconds=30)
+            for key in keys:
+                self.skip[key] = forget_at
+            return
+
+    async def _write_outcome(self, lease: Lease, outcome: Outcome) -> list[str]:
+        task = lease.task
+        if outcome.kind == OutcomeKind.RETURNED:
+            try:
+                v.json_value(outcome.value, "output")
+            except ValidationError as exc:
+                keys = await self.protocol.fail(lease, f"result is not JSON: {exc}", retryable=False)
+                self.count("failed")
+                log.error("task %s: handler result is not JSON: %s", task.id, exc)
+                return keys
+            keys = await self.protocol.complete(lease, outcome.value)
+            self.count("completed")
+            log.info("task %s: completed", task.id)
+            return keys
+        error, retryable, traceback = failure_of(outcome, task.timeout_seconds)
+        keys = await self.protocol.fail(lease, error, retryable=retryable, traceback=traceback)
+        status = lease.task.status.value
+        self.count("retried" if status == "pending" else "failed")
+        log.warning("task %s: attempt %d failed (%s); now %s", task.id, task.attempt, error, status)
+        return keys
+
+
+def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> "asyncio.Future[Any]":
+    """Run a plain handler in a daemon thread. Unlike the default executor, a daemon
+    thread does not hold the process open at exit: a handler still running after a
+    timeout or after the shutdown grace period cannot delay the worker's exit (its
+    task was already given back)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            outcome = (True, fn(arg))
+        except BaseException as exc:  # delivered to the awaiting task
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:
+            pass  # the loop is gone: nobody is waiting any more
+
+    threading.Thread(target=target, name="buquet-handler", daemon=True).start()
+    return future

@@ -1,0 +1,218 @@
+"""The bucket's key layout: every object key buquet reads or writes is built and parsed here.
+
+Under an optional key prefix (``""`` or ``"myapp/"``)::
+
+    config.json                                   per-bucket settings (shard count)
+    tasks/<shard>/<task_id>.json                  a task's state: the source of truth
+    ready/<shard>/<due_ms>.<task_id>.<task_type>  "claimable from due_ms on" (S3 events)
+    leases/<shard>/<expires_ms>.<task_id>         lease index, sorted by expiry
+    schedules/defs/<id>.json                      schedule definitions
+    schedules/runs/<id>.json                      schedule run state
+    schedules/slots/<id>/<YYYYMMDDTHHMMSSZ>.json  the per-slot ledger
+
+``<due_ms>`` and ``<expires_ms>`` are 15-digit zero-padded epoch milliseconds (wide
+enough for year 9999), so keys sort by time. The infrastructure code (``infra/``)
+derives its IAM resource prefixes from :data:`TOP_LEVEL_DIRS` and
+:meth:`KeyLayout.iam_prefixes`, so policies cannot drift from this layout.
+
+Internal module: the public names are re-exported where users need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import _ids
+
+CONFIG_LEAF = "config.json"
+TASKS_DIR = "tasks/"
+READY_DIR = "ready/"
+LEASES_DIR = "leases/"
+SCHEDULES_DIR = "schedules/"
+#: every top-level directory of the layout (IAM policies are built from these)
+TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, SCHEDULES_DIR)
+#: width of the zero-padded millisecond fields in ready and lease keys
+MS_DIGITS = 15
+_SLOT_FMT = "%Y%m%dT%H%M%SZ"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyKey:
+    """A parsed ``ready/`` key: which task is claimable from when.
+
+    Attributes:
+        key: the full object key.
+        shard: shard name.
+        due_ms: epoch milliseconds from which the task may be claimed.
+        task_id: the task id (canonical UUID string).
+        task_type: the task type (so workers never read tasks they cannot run).
+        last_modified: when the marker was written (store time), if known.
+    """
+
+    key: str
+    shard: str
+    due_ms: int
+    task_id: str
+    task_type: str
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKey:
+    """A parsed ``leases/`` key: the lease of ``task_id`` ends at ``expires_ms``."""
+
+    key: str
+    shard: str
+    expires_ms: int
+    task_id: str
+
+
+def normalize_prefix(prefix: str) -> str:
+    """``"myapp"`` → ``"myapp/"``; ``""`` stays ``""``."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
+class KeyLayout:
+    """Builds and parses every object key under one key prefix.
+
+    Args:
+        prefix: key prefix inside the bucket (``""`` = bucket root); a missing
+            trailing ``/`` is added.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = normalize_prefix(prefix)
+
+    # ---------------------------------------------------------------- config
+    def config(self) -> str:
+        """``config.json``"""
+        return f"{self.prefix}{CONFIG_LEAF}"
+
+    # ----------------------------------------------------------------- tasks
+    def task(self, shard: str, task_id: str) -> str:
+        """``tasks/<shard>/<task_id>.json``"""
+        return f"{self.prefix}{TASKS_DIR}{shard}/{task_id}.json"
+
+    def tasks_prefix(self, shard: str) -> str:
+        """``tasks/<shard>/``"""
+        return f"{self.prefix}{TASKS_DIR}{shard}/"
+
+    def ready_root(self) -> str:
+        """``ready/`` (the S3 event notification filter)."""
+        return f"{self.prefix}{READY_DIR}"
+
+    def ready_prefix(self, shard: str) -> str:
+        """``ready/<shard>/``"""
+        return f"{self.prefix}{READY_DIR}{shard}/"
+
+    def ready(self, shard: str, due_ms: int, task_id: str, task_type: str) -> str:
+        """``ready/<shard>/<due_ms:015d>.<task_id>.<task_type>``"""
+        return f"{self.prefix}{READY_DIR}{shard}/{due_ms:0{MS_DIGITS}d}.{task_id}.{task_type}"
+
+    def ready_for(self, task: Any) -> str:
+        """The ready key of a task (anything with ``shard``, ``available_at``, ``id``
+        and ``task_type``, such as :class:`~buquet.Task`): due at its ``available_at``."""
+        due_ms = int(task.available_at.timestamp() * 1000)
+        return self.ready(task.shard, due_ms, task.id, task.task_type)
+
+    def lease_prefix(self, shard: str) -> str:
+        """``leases/<shard>/``"""
+        return f"{self.prefix}{LEASES_DIR}{shard}/"
+
+    def lease(self, shard: str, expires_ms: int, task_id: str) -> str:
+        """``leases/<shard>/<expires_ms:015d>.<task_id>``"""
+        return f"{self.prefix}{LEASES_DIR}{shard}/{expires_ms:0{MS_DIGITS}d}.{task_id}"
+
+    def parse_ready(self, key: str, last_modified: datetime | None = None) -> ReadyKey | None:
+        """Parse a ready key of this layout; ``None`` for any other key (ignored)."""
+        root = self.ready_root()
+        if not key.startswith(root):
+            return None
+        try:
+            shard, leaf = key[len(root) :].split("/", 1)
+            due, task_id, task_type = leaf.split(".", 2)
+        except ValueError:
+            return None
+        if not (shard and len(due) == MS_DIGITS and due.isdigit() and _ids.is_task_id(task_id) and task_type):
+            return None
+        return ReadyKey(key, shard, int(due), task_id, task_type, last_modified)
+
+    def parse_lease(self, key: str) -> LeaseKey | None:
+        """Parse a lease-index key of this layout; ``None`` for any other key."""
+        root = f"{self.prefix}{LEASES_DIR}"
+        if not key.startswith(root):
+            return None
+        try:
+            shard, leaf = key[len(root) :].split("/", 1)
+            expires, task_id = leaf.split(".", 1)
+        except ValueError:
+            return None
+        if not (shard and len(expires) == MS_DIGITS and expires.isdigit() and _ids.is_task_id(task_id)):
+            return None
+        return LeaseKey(key, shard, int(expires), task_id)
+
+    def parse_task(self, key: str) -> tuple[str, str] | None:
+        """``(shard, task_id)`` of a task-object key, or ``None``."""
+        root = f"{self.prefix}{TASKS_DIR}"
+        if not key.startswith(root) or not key.endswith(".json"):
+            return None
+        try:
+            shard, leaf = key[len(root) : -len(".json")].split("/", 1)
+        except ValueError:
+            return None
+        return (shard, leaf) if shard and _ids.is_task_id(leaf) else None
+
+    # ------------------------------------------------------------- schedules
+    def schedule_defs_prefix(self) -> str:
+        """``schedules/defs/``"""
+        return f"{self.prefix}{SCHEDULES_DIR}defs/"
+
+    def schedule_def(self, schedule_id: str) -> str:
+        """``schedules/defs/<id>.json``"""
+        return f"{self.schedule_defs_prefix()}{schedule_id}.json"
+
+    def schedule_run(self, schedule_id: str) -> str:
+        """``schedules/runs/<id>.json``"""
+        return f"{self.prefix}{SCHEDULES_DIR}runs/{schedule_id}.json"
+
+    def schedule_slots_prefix(self, schedule_id: str) -> str:
+        """``schedules/slots/<id>/``"""
+        return f"{self.prefix}{SCHEDULES_DIR}slots/{schedule_id}/"
+
+    def schedule_slot(self, schedule_id: str, slot: datetime) -> str:
+        """``schedules/slots/<id>/<YYYYMMDDTHHMMSSZ>.json`` (keys sort by slot)."""
+        stamp = slot.astimezone(timezone.utc).strftime(_SLOT_FMT)
+        return f"{self.schedule_slots_prefix(schedule_id)}{stamp}.json"
+
+    def parse_schedule_slot(self, schedule_id: str, key: str) -> datetime | None:
+        """The slot instant of a ledger key, or ``None`` for keys of another shape."""
+        leaf = key[len(self.schedule_slots_prefix(schedule_id)) :]
+        try:
+            return datetime.strptime(leaf.removesuffix(".json"), _SLOT_FMT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+
+    def parse_schedule_def(self, key: str) -> str | None:
+        """The schedule id of a definition key, or ``None`` (the caller validates
+        the id's shape)."""
+        root = self.schedule_defs_prefix()
+        if not key.startswith(root) or not key.endswith(".json"):
+            return None
+        sid = key[len(root) : -len(".json")]
+        return sid or None
+
+    # ------------------------------------------------------------------ IAM
+    def iam_prefixes(self) -> dict[str, str]:
+        """Key prefixes by purpose, for building IAM policies (``infra/``):
+        ``{"config": ..., "tasks": ..., "ready": ..., "leases": ..., "schedules": ...}``."""
+        return {
+            "config": self.config(),
+            "tasks": f"{self.prefix}{TASKS_DIR}",
+            "ready": f"{self.prefix}{READY_DIR}",
+            "leases": f"{self.prefix}{LEASES_DIR}",
+            "schedules": f"{self.prefix}{SCHEDULES_DIR}",
+        }

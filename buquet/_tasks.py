@@ -1,0 +1,491 @@
+"""The task protocol: every stored state change of a task, as fenced conditional writes.
+
+:class:`TaskProtocol` is what :class:`~buquet.Worker`, :class:`~buquet.Monitor`, the
+scheduler and the Lambda handlers drive; :class:`~buquet.Queue` is the user's facade
+over it. The rules (``docs/protocol.md``):
+
+* ``tasks/S/T.json`` is the one source of truth; every change is a conditional write
+  (``If-None-Match: *`` to create, ``If-Match: <etag>`` to update) of a body encoded
+  once with a fresh ``rev``, resolved through :func:`~buquet._writes.put_resolved`
+  when a response is lost.
+* **Reachability**: at every instant every non-final task is reachable from an index
+  entry that workers (``ready/``) or the monitor (``leases/``) scan. Writes are ordered
+  so that a crash between any two keeps it so: a new index entry is written *before*
+  the task state that relies on it, an old one is deleted only *after* its successor
+  exists.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from . import _transitions as tr
+from ._codec import Encoded, decode_task, encode_task
+from ._ids import check_task_id, new_task_id, shard_index
+from ._keys import KeyLayout, LeaseKey, ReadyKey
+from ._time import to_ms, utcnow
+from ._writes import put_resolved
+from .errors import CorruptObject, LeaseLost, ObjectNotFound, PreconditionFailed, StorageError
+from .models import RetryPolicy, Task, TaskStatus
+from .storage.base import ObjectStore
+
+log = logging.getLogger("buquet.protocol")
+
+Clock = Callable[[], datetime]
+#: a ready marker whose task object is missing is only removed once it is this old
+ORPHAN_MARKER_AGE_SECONDS = 60
+
+
+@dataclass(slots=True)
+class Lease:
+    """A worker's hold on one attempt of a task.
+
+    Attributes:
+        task: the state this worker last wrote.
+        etag: the ETag of that write; every further write is conditional on it
+            (fencing).
+        stale_keys: index entries to delete once a successor exists.
+        lease_key: this attempt's current lease-index entry, if any.
+        unconfirmed_revs: revs of writes sent whose outcome was not seen (a
+            cancelled heartbeat): finding one stored means the object is still ours.
+    """
+
+    task: Task
+    etag: str
+    stale_keys: list[str] = field(default_factory=list)
+    lease_key: str | None = None
+    unconfirmed_revs: set[str] = field(default_factory=set)
+
+
+class ClaimMissReason:
+    """Why a claim did not give a lease (string constants for logs and counters)."""
+
+    GONE = "gone"  #: the marker and its task are gone
+    PENDING_WRITE = "pending_write"  #: marker without task copy, task object not written yet
+    ORPHAN = "orphan"  #: an old marker without a task: deleted
+    CORRUPT = "corrupt"  #: the task object cannot be decoded
+    LOST_RACE = "lost_race"  #: another worker's conditional write won
+    EXHAUSTED = "exhausted"  #: expired lease, no attempts left: written Failed
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMiss:
+    """A claim that gave no lease: a :class:`~buquet._transitions.ClaimVerdict` or a
+    :class:`ClaimMissReason` string, and when the marker is worth another look
+    (``None``: never, by this worker)."""
+
+    reason: tr.ClaimVerdict | str
+    retry_at: datetime | None = None
+
+
+class Recovery(enum.Enum):
+    """What :meth:`TaskProtocol.recover` did with one expired lease-index entry."""
+
+    REQUEUED = "requeued"  #: the lease lapsed; Pending again, at its old place in line
+    FAILED = "failed"  #: the lease lapsed with no attempts left; Failed
+    STALE = "stale"  #: the entry is redundant (task moved on); delete it
+    SKIPPED = "skipped"  #: left alone (unreadable task, or another writer moved it)
+
+
+class TaskProtocol:
+    """Claim, extend, complete, fail, release and recover tasks in one bucket.
+
+    Args:
+        store: the object store (one bucket).
+        layout: the key layout (prefix).
+        shard_count: the bucket's shard count (``config.json``).
+        clock: injected clock (tests); else the store's clock, else the local one.
+        rng: randomness for retry jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        layout: KeyLayout,
+        shard_count: int,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.layout = layout
+        self.shard_count = shard_count
+        self.shards = [str(i) for i in range(shard_count)]
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    # ---------------------------------------------------------------- basics
+    def shard_of(self, task_id: str) -> str:
+        """The shard of a task id. Raises ValidationError for a malformed id."""
+        return str(shard_index(check_task_id(task_id), self.shard_count))
+
+    async def time(self) -> datetime:
+        """The store's current time (aware UTC); sends at most one HEAD Bucket per
+        5 minutes on S3."""
+        if self._clock is not None:
+            return self._clock()
+        server = await self.store.server_time()
+        return server if server is not None else utcnow()
+
+    # ---------------------------------------------------------------- create
+    async def create(
+        self,
+        task_type: str,
+        input: Any,
+        *,
+        timeout_seconds: int,
+        max_retries: int,
+        retry_policy: RetryPolicy | None,
+        available_at: datetime | None,
+        now: datetime,
+        task_id: str | None = None,
+    ) -> tuple[Task, bool]:
+        """Write a new Pending task (arguments already validated); returns it and
+        whether this call created it (``False``: a task with that id existed).
+
+        Order: the ready marker carrying the task document first, then
+        ``tasks/S/T.json`` with ``If-None-Match: *``, so a task object never exists
+        without an index entry. Transient errors are retried with identical bodies.
+
+        Raises:
+            StorageError: the store kept failing; the exception's ``task_id`` names
+                the task, which may exist (its marker alone is enough for a worker).
+
+        S3: 2 PUTs.
+        """
+        tid = task_id or new_task_id(to_ms(now))
+        task = tr.new_pending(
+            tid, task_type, input, shard=self.shard_of(tid), timeout_seconds=timeout_seconds,
+            max_retries=max_retries, retry_policy=retry_policy, available_at=available_at or now, now=now,
+        )
+        enc = encode_task(task)
+        try:
+            await put_resolved(self.store, self.layout.ready_for(task), enc)
+            await put_resolved(self.store, self.layout.task(task.shard, tid), enc, if_none_match=True)
+        except PreconditionFailed:
+            # The id exists: a worker claimed it from the marker's copy already (a
+            # random id), or the same deterministic id was submitted before.
+            return task, False
+        except StorageError as exc:
+            exc.task_id = tid  # type: ignore[attr-defined]
+            exc.args = (f"{exc} (task {tid} may have been stored; get({tid!r}) tells)",)
+            raise
+        return task, True
+
+    # --------------------------------------------------------------- reading
+    async def load(self, task_id: str, shard: str | None = None) -> tuple[Task, str] | None:
+        """``(task, etag)`` of a stored task object, or ``None``. One GET.
+
+        Raises:
+            CorruptObject: the object cannot be decoded (names key and field).
+        """
+        key = self.layout.task(shard if shard is not None else self.shard_of(task_id), task_id)
+        try:
+            obj = await self.store.get(key)
+        except ObjectNotFound:
+            return None
+        return decode_task(obj.data, key)[0], obj.etag
+
+    async def exists(self, task_id: str) -> bool:
+        """Does the task object exist? One HEAD."""
+        try:
+            await self.store.head(self.layout.task(self.shard_of(task_id), task_id))
+            return True
+        except ObjectNotFound:
+            return False
+
+    async def find(self, task_id: str) -> Task | None:
+        """The task, also one whose submit wrote its marker but not yet its object
+        (then one LIST of the shard's ready index and one GET). Raises CorruptObject."""
+        loaded = await self.load(task_id)
+        if loaded is not None:
+            return loaded[0]
+        shard = self.shard_of(task_id)
+        for info in await self.store.list(self.layout.ready_prefix(shard), limit=1000):
+            marker = self.layout.parse_ready(info.key)
+            if marker is not None and marker.task_id == task_id:
+                try:
+                    obj = await self.store.get(info.key)
+                except ObjectNotFound:
+                    return None
+                if obj.data:
+                    return decode_task(obj.data, info.key)[0]
+        return None
+
+    async def due_markers(
+        self, shard: str, now: datetime, limit: int, start_after: str | None = None
+    ) -> list[ReadyKey]:
+        """Ready markers of ``shard`` due at ``now``, after ``start_after``, in key
+        (= due) order (one LIST). Pass a later ``now`` to see markers coming due."""
+        now_ms = to_ms(now)
+        out: list[ReadyKey] = []
+        for info in await self.store.list(self.layout.ready_prefix(shard), start_after=start_after, limit=limit):
+            m = self.layout.parse_ready(info.key, info.last_modified)
+            if m is None:
+                continue
+            if m.due_ms > now_ms:
+                break
+            out.append(m)
+        return out
+
+    # ------------------------------------------------------------ the attempt
+    async def claim(
+        self, marker: ReadyKey, worker_id: str, lease_seconds: float, now: datetime,
+        max_timeout_seconds: float | None = None,
+    ) -> Lease | ClaimMiss:
+        """Try to claim the task behind a due ready marker (one GET and one
+        conditional PUT on the happy path). A Running task whose lease lapsed is taken
+        over (a new attempt), or written Failed when no attempts are left.
+
+        Raises:
+            StorageError: the store kept failing (nothing was claimed, or the claim
+                was resolved as not ours).
+        """
+        key = self.layout.task(marker.shard, marker.task_id)
+        try:
+            obj = await self.store.get(key)
+            task, _ = decode_task(obj.data, key)
+            etag: str | None = obj.etag
+        except ObjectNotFound:
+            copy = await self._marker_copy(marker, now)
+            if isinstance(copy, ClaimMiss):
+                return copy
+            task, etag = copy, None
+        except CorruptObject as exc:
+            log.error("task %s: %s", marker.task_id, exc)
+            return ClaimMiss(ClaimMissReason.CORRUPT, now + timedelta(seconds=60))
+        decision = tr.decide_claim(task, now, max_timeout_seconds)
+        if decision.verdict == tr.ClaimVerdict.FINAL:
+            if marker.last_modified is not None and (now - marker.last_modified).total_seconds() > ORPHAN_MARKER_AGE_SECONDS:
+                await self.store.delete(marker.key)  # a leftover whose batched delete was lost
+                return ClaimMiss(decision.verdict)
+            return ClaimMiss(decision.verdict, now + timedelta(seconds=30))
+        if decision.verdict == tr.ClaimVerdict.FAIL_EXHAUSTED:
+            error = tr.expired_lease_error(task) + "; no retries left"
+            try:
+                await self._put_new(tr.failed(task, now, error), key, etag)
+            except PreconditionFailed:
+                return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=1))
+            await self.store.delete(marker.key)
+            return ClaimMiss(ClaimMissReason.EXHAUSTED)
+        if decision.verdict != tr.ClaimVerdict.CLAIM:
+            return ClaimMiss(decision.verdict, decision.retry_at)
+        if task.status == TaskStatus.Running:
+            log.warning("task %s: %s; claiming it again", task.id, tr.expired_lease_error(task))
+        running = tr.claimed(task, worker_id, now, lease_seconds)
+        try:
+            new_etag = await self._put_new(running, key, etag)
+        except PreconditionFailed:
+            if etag is None:
+                # raced the submitter's own task write: claim the object it wrote
+                return await self.claim(marker, worker_id, lease_seconds, now, max_timeout_seconds)
+            return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=2))
+        stale = [marker.key]
+        derived = self.layout.ready_for(task)
+        if derived != marker.key:
+            stale.append(derived)
+        return Lease(running, new_etag, stale)
+
+    async def _marker_copy(self, marker: ReadyKey, now: datetime) -> Task | ClaimMiss:
+        """The task document a submit marker carries (its task object is not written
+        yet, or its submitter died)."""
+        try:
+            mobj = await self.store.get(marker.key)
+        except ObjectNotFound:
+            return ClaimMiss(ClaimMissReason.GONE)
+        if not mobj.data:
+            age = (now - mobj.info.last_modified).total_seconds()
+            if age > ORPHAN_MARKER_AGE_SECONDS:
+                await self.store.delete(marker.key)
+                return ClaimMiss(ClaimMissReason.ORPHAN)
+            return ClaimMiss(ClaimMissReason.PENDING_WRITE, now + timedelta(seconds=1))
+        try:
+            return decode_task(mobj.data, marker.key)[0]
+        except CorruptObject as exc:
+            log.error("task %s: %s", marker.task_id, exc)
+            return ClaimMiss(ClaimMissReason.CORRUPT, now + timedelta(seconds=60))
+
+    async def _put_new(self, task: Task, key: str, etag: str | None) -> str:
+        enc = encode_task(task)
+        written = await put_resolved(self.store, key, enc, if_match=etag, if_none_match=etag is None)
+        return written.etag
+
+    async def write(self, lease: Lease, new: Task) -> None:
+        """Write the lease holder's next state, fenced by its ETag; resolves lost
+        responses (identical body, own ``rev`` recognised).
+
+        Raises:
+            LeaseLost: another writer changed the task (the lease lapsed and it was
+                claimed again, or the monitor recovered it).
+            StorageError: the store kept failing (the write may or may not have landed;
+                its ``rev`` stays in ``lease.unconfirmed_revs``).
+        """
+        enc: Encoded = encode_task(new)
+        key = self.layout.task(new.shard, new.id)
+        lease.unconfirmed_revs.add(enc.rev)
+        try:
+            written = await put_resolved(
+                self.store, key, enc, if_match=lease.etag, own_revs=frozenset(lease.unconfirmed_revs)
+            )
+        except PreconditionFailed:
+            raise LeaseLost(
+                f"task {new.id}: attempt {lease.task.attempt} lost its lease; its write was rejected"
+            ) from None
+        lease.unconfirmed_revs.clear()
+        lease.etag = written.etag
+        lease.task = new
+
+    async def extend(self, lease: Lease, lease_seconds: float) -> list[str]:
+        """Heartbeat: push the lease end to now + ``lease_seconds``. The new lease-index
+        entry is written *before* the task state that points at it, so a crash between
+        the two leaves the task findable by the monitor; returns the index keys that
+        are now redundant (ready markers, the previous lease entry) for batched delete.
+
+        Raises:
+            LeaseLost, StorageError: as :meth:`write`.
+
+        S3: 1 PUT lease entry + 1 PUT task (``If-Match``).
+        """
+        now = await self.time()
+        expires = now + timedelta(seconds=lease_seconds)
+        new_key = self.layout.lease(lease.task.shard, to_ms(expires), lease.task.id)
+        await put_resolved(self.store, new_key, Encoded(b"", ""))
+        await self.write(lease, tr.extended(lease.task, now, expires))
+        stale = [k for k in lease.stale_keys if k != new_key]
+        if lease.lease_key and lease.lease_key != new_key:
+            stale.append(lease.lease_key)
+        lease.stale_keys, lease.lease_key = [], new_key
+        return stale
+
+    async def complete(self, lease: Lease, output: Any) -> list[str]:
+        """Completed with ``output``; returns index keys to delete. Raises LeaseLost,
+        StorageError. S3: 1 PUT (``If-Match``)."""
+        await self.write(lease, tr.completed(lease.task, await self.time(), output))
+        return self._drop_index(lease)
+
+    async def fail(self, lease: Lease, error: str, *, retryable: bool, traceback: str | None = None) -> list[str]:
+        """End the attempt with ``error``: Pending again after the retry policy's
+        backoff while ``retryable`` and attempts are left, else Failed. Returns index
+        keys to delete. Raises LeaseLost, StorageError.
+
+        S3: Failed 1 PUT; retry 1 PUT task + 1 PUT ready marker."""
+        now = await self.time()
+        step = tr.after_failure(lease.task, retryable, now, self._rng)
+        if step.step == tr.NextStep.RETRY and step.available_at is not None:
+            await self._requeue(lease, tr.requeued(lease.task, now, step.available_at, error, traceback=traceback))
+        else:
+            await self.write(lease, tr.failed(lease.task, now, error, traceback))
+        return self._drop_index(lease)
+
+    async def release(self, lease: Lease, reason: str) -> list[str]:
+        """Give an unfinished attempt back (worker shutdown): Pending at once, the
+        attempt not counted. Raises LeaseLost, StorageError."""
+        now = await self.time()
+        await self._requeue(lease, tr.requeued(lease.task, now, now, reason, refund_attempt=True))
+        return self._drop_index(lease)
+
+    async def _requeue(self, lease: Lease, pending: Task) -> None:
+        """State first, then its new ready marker: an old entry (ready marker or lease
+        entry, deleted only afterwards) still leads to the task if we die between."""
+        await self.write(lease, pending)
+        await self._announce(pending)
+        new_key = self.layout.ready_for(pending)
+        lease.stale_keys = [k for k in lease.stale_keys if k != new_key]
+
+    @staticmethod
+    def _drop_index(lease: Lease) -> list[str]:
+        keys = list(lease.stale_keys)
+        if lease.lease_key:
+            keys.append(lease.lease_key)
+        lease.stale_keys, lease.lease_key = [], None
+        return keys
+
+    # -------------------------------------------------------------- archive
+    async def archive(self, task_id: str) -> Task | None:
+        """Completed/Failed → Archived; ``None`` when there is no such task.
+
+        Raises:
+            ValidationError: the task is not Completed or Failed.
+            PreconditionFailed: it changed meanwhile; call again.
+
+        S3: 1 GET + 1 PUT (``If-Match``).
+        """
+        from .errors import ValidationError
+
+        loaded = await self.load(task_id)
+        if loaded is None:
+            return None
+        task, etag = loaded
+        if task.status not in (TaskStatus.Completed, TaskStatus.Failed):
+            raise ValidationError(
+                "task_id", f"task is {task.status.value}; only completed or failed tasks can be archived"
+            )
+        new = tr.archived(task, await self.time())
+        await self._put_new(new, self.layout.task(task.shard, task.id), etag)
+        return new
+
+    # ------------------------------------------------------------- recovery
+    async def recover(self, entry: LeaseKey, now: datetime) -> tuple[Recovery, list[str]]:
+        """Handle one lease-index entry that expired by ``now``; returns what happened
+        and the index keys to delete. The last index entry of a live task is never
+        given up: a Running task whose lease moved on gets its current entry
+        (re)written before this one is dropped, a Pending one its ready marker.
+
+        Raises:
+            StorageError: the store kept failing.
+
+        S3: 1 GET; a lapsed lease adds 1 PUT task (+ 1 PUT ready marker to retry).
+        """
+        try:
+            loaded = await self.load(entry.task_id, entry.shard)
+        except CorruptObject as exc:
+            log.error("lease entry %s skipped: %s", entry.key, exc)
+            return Recovery.SKIPPED, []
+        if loaded is None:
+            return Recovery.STALE, [entry.key]
+        task, etag = loaded
+        if task.status.is_final:
+            return Recovery.STALE, [entry.key]
+        if task.status == TaskStatus.Pending:
+            # requeued by a writer that died before it announced the task: announce it
+            await self._announce(task)
+            return Recovery.STALE, [entry.key]
+        if not tr.is_lease_lapsed(task, now):
+            assert task.lease_expires_at is not None
+            current = self.layout.lease(task.shard, to_ms(task.lease_expires_at), task.id)
+            if current == entry.key:
+                return Recovery.SKIPPED, []
+            await put_resolved(self.store, current, Encoded(b"", ""))
+            return Recovery.STALE, [entry.key]
+        lease = Lease(task, etag, [], entry.key)
+        step = tr.after_expired_lease(task)
+        error = tr.expired_lease_error(task)
+        try:
+            if step.step == tr.NextStep.RETRY and step.available_at is not None:
+                await self._requeue(lease, tr.requeued(task, now, step.available_at, error))
+            else:
+                await self.write(lease, tr.failed(task, now, error + "; no retries left"))
+        except LeaseLost:
+            return Recovery.SKIPPED, []  # its worker (or another monitor) moved it meanwhile
+        log.warning("task %s: %s; recovered (%s)", task.id, error, lease.task.status.value)
+        outcome = Recovery.REQUEUED if lease.task.status == TaskStatus.Pending else Recovery.FAILED
+        return outcome, self._drop_index(lease)
+
+    async def _announce(self, task: Task) -> None:
+        await put_resolved(self.store, self.layout.ready_for(task), Encoded(b"", ""))
+
+    async def reannounce(self, marker: ReadyKey) -> bool:
+        """Re-write a ready marker with its own content, so its S3 event notification
+        fires again (serverless: a stalled shard). ``False`` if it is gone.
+        S3: 1 GET + 1 PUT."""
+        try:
+            obj = await self.store.get(marker.key)
+        except ObjectNotFound:
+            return False
+        await self.store.put(marker.key, obj.data)
+        return True

@@ -1,0 +1,197 @@
+"""Configuration in one place: defaults, environment variables, and the bucket's settings.
+
+Every surface that has a setting — :func:`buquet.connect`, ``WorkerRunOptions``, the
+CLI's options, the Lambda handlers' environment and the CDK app's context — takes its
+default from the constants here, so a default is typed once.
+
+Environment variables read by :func:`store_from_env` (and so by ``connect()``):
+
+=====================  ====================================================
+``S3_BUCKET``          the queue's bucket (S3 or an S3-compatible server)
+``S3_ENDPOINT``        an S3-compatible endpoint URL; unset for AWS
+``S3_REGION``          the region (``AWS_REGION`` is the fallback)
+``BUQUET_LOCAL_DIR``   a local directory store instead of S3
+``BUQUET_PREFIX``      a key prefix inside the bucket
+=====================  ====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+from . import _keys
+from .errors import ConfigurationError, ObjectNotFound, PreconditionFailed, ValidationError
+from .storage.base import ObjectStore
+
+# ------------------------------------------------------------------ defaults
+#: shards of a new bucket (shards "0".."3", the Quick Start's worker list)
+DEFAULT_SHARD_COUNT = 4
+MAX_SHARD_COUNT = 256
+#: Queue.submit defaults
+DEFAULT_TIMEOUT_SECONDS = 300
+DEFAULT_MAX_RETRIES = 3
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MAX_RETRIES_LIMIT = 1000
+#: worker defaults (WorkerRunOptions, `buquet worker`, the Lambda worker)
+DEFAULT_POLL_INTERVAL_MS = 500
+DEFAULT_MAX_POLL_INTERVAL_MS = 5000
+DEFAULT_MAX_CONCURRENCY = 8
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+DEFAULT_MONITOR_INTERVAL_SECONDS = 10.0
+DEFAULT_SCHEDULER_INTERVAL_SECONDS = 10.0
+#: serverless defaults (Lambda handlers and the CDK app)
+DEFAULT_SAFETY_MARGIN_SECONDS = 10.0
+DEFAULT_WAIT_FOR_DUE_SECONDS = 5.0
+DEFAULT_DRAIN_LAG_SECONDS = 30.0
+DEFAULT_STALL_SECONDS = 60.0
+
+ENV_BUCKET = "S3_BUCKET"
+ENV_ENDPOINT = "S3_ENDPOINT"
+ENV_REGION = "S3_REGION"
+ENV_LOCAL_DIR = "BUQUET_LOCAL_DIR"
+ENV_PREFIX = "BUQUET_PREFIX"
+CONFIG_VERSION = 1
+
+
+# ----------------------------------------------------------- number checks
+def finite_number(value: Any, field: str, lo: float, hi: float) -> float:
+    """A real number (int or float, not bool, not NaN/±inf) with ``lo <= value <= hi``.
+
+    Raises:
+        ValidationError: names ``field`` and the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValidationError(field, f"must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValidationError(field, f"must be between {lo:g} and {hi:g}, got {value!r}")
+    return float(value)
+
+
+def env_number(env: Mapping[str, str | None], name: str, default: float, lo: float, hi: float) -> float:
+    """A number from environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        ConfigurationError: not a finite number in ``[lo, hi]`` (names the variable).
+    """
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigurationError(f"environment variable {name}={raw!r} must be between {lo:g} and {hi:g}")
+    return value
+
+
+def env_int(env: Mapping[str, str | None], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer from environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        ConfigurationError: not an integer in ``[lo, hi]`` (names the variable).
+    """
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigurationError(f"environment variable {name}={raw!r} must be between {lo} and {hi}")
+    return value
+
+
+# ------------------------------------------------------------------- stores
+def store_from_env(
+    endpoint: str | None = None,
+    bucket: str | None = None,
+    region: str | None = None,
+    local_dir: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ObjectStore:
+    """The store that arguments and environment describe, first match wins:
+    ``local_dir``/``BUQUET_LOCAL_DIR`` → :class:`~buquet.LocalStore`;
+    ``bucket``/``S3_BUCKET`` → :class:`~buquet.storage.s3.S3Store` with
+    ``endpoint``/``S3_ENDPOINT`` and ``region``/``S3_REGION`` (else ``AWS_REGION``).
+
+    Raises:
+        ConfigurationError: nothing configured (the message names the variables).
+    """
+    env = os.environ if env is None else env
+    local = local_dir or env.get(ENV_LOCAL_DIR)
+    bucket = bucket or env.get(ENV_BUCKET)
+    if local:
+        from .storage.local import LocalStore
+
+        return LocalStore(local)
+    if bucket:
+        from .storage.s3 import S3Store
+
+        return S3Store(
+            bucket,
+            endpoint=endpoint or env.get(ENV_ENDPOINT) or None,
+            region=region or env.get(ENV_REGION) or env.get("AWS_REGION") or None,
+        )
+    raise ConfigurationError(
+        "no queue store configured: pass bucket= (or set S3_BUCKET, with S3_ENDPOINT "
+        "and S3_REGION as needed) for S3, local_dir= (or set BUQUET_LOCAL_DIR) for a "
+        "local directory, or store= for any ObjectStore such as MemoryStore()"
+    )
+
+
+def prefix_from_env(prefix: str | None, env: Mapping[str, str] | None = None) -> str:
+    """``prefix`` if given, else ``BUQUET_PREFIX``, else ``""``."""
+    env = os.environ if env is None else env
+    return prefix if prefix is not None else env.get(ENV_PREFIX, "")
+
+
+# ------------------------------------------------------------ bucket config
+def _parse_shard_count(data: bytes, key: str) -> int:
+    try:
+        cfg = json.loads(data)
+        stored = cfg["shard_count"]
+        if isinstance(stored, bool) or not isinstance(stored, int) or not 1 <= stored <= MAX_SHARD_COUNT:
+            raise ValueError(f"shard_count must be an integer from 1 to {MAX_SHARD_COUNT}, got {stored!r}")
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise ConfigurationError(f"{key} in the bucket is malformed: {exc}") from exc
+    return stored
+
+
+async def load_bucket_config(
+    store: ObjectStore, layout: _keys.KeyLayout, shard_count: int | None, read_only: bool = False
+) -> int:
+    """The bucket's shard count from ``config.json`` (one GET), creating the file with
+    ``If-None-Match: *`` when it is missing (unless ``read_only``). Two clients
+    creating it at once agree: the loser of the conditional create reads the winner's.
+
+    Raises:
+        ConfigurationError: ``shard_count`` disagrees with the bucket's, or the file is
+            malformed.
+        StorageError: the store cannot be reached.
+    """
+    key = layout.config()
+    try:
+        obj = await store.get(key)
+    except ObjectNotFound:
+        wanted = shard_count or DEFAULT_SHARD_COUNT
+        if read_only:
+            return wanted
+        body = json.dumps({"version": CONFIG_VERSION, "shard_count": wanted}).encode()
+        try:
+            await store.put(key, body, if_none_match=True)
+            return wanted
+        except PreconditionFailed:
+            obj = await store.get(key)  # another client created it first (or our retry did)
+    stored = _parse_shard_count(obj.data, key)
+    if shard_count is not None and shard_count != stored:
+        raise ConfigurationError(
+            f"shard_count={shard_count} was asked for, but this bucket was set up with "
+            f"shard_count={stored} ({key}); every client must agree"
+        )
+    return stored

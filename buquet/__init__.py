@@ -9,6 +9,7 @@ The public surface::
 from .errors import (
     BuquetError,
     ConfigurationError,
+    CorruptObject,
     LeaseLost,
     ObjectNotFound,
     PermanentError,
@@ -19,6 +20,7 @@ from .errors import (
     StorageError,
     TaskError,
     TaskNotFound,
+    TaskTimeout,
     ValidationError,
 )
 from .models import RetryPolicy, Task, TaskStatus
@@ -35,6 +37,7 @@ __all__ = [
     "BuquetError",
     "CatchUp",
     "ConfigurationError",
+    "CorruptObject",
     "LeaseLost",
     "LocalStore",
     "MemoryStore",
@@ -56,6 +59,7 @@ __all__ = [
     "TaskError",
     "TaskNotFound",
     "TaskStatus",
+    "TaskTimeout",
     "ValidationError",
     "Worker",
     "WorkerRunOptions",

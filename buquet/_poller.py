@@ -16,7 +16,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Collection, Iterable
 
-from ._keys import ReadyKey
+from .keys import ReadyKey
 from ._tasks import TaskProtocol
 from ._time import to_ms
 

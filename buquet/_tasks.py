@@ -27,7 +27,7 @@ from typing import Any, Callable
 from . import _transitions as tr
 from ._codec import Encoded, decode_task, encode_task
 from ._ids import check_task_id, new_task_id, shard_index
-from ._keys import KeyLayout, LeaseKey, ReadyKey
+from .keys import KeyLayout, LeaseKey, ReadyKey
 from ._time import to_ms, utcnow
 from ._writes import put_resolved
 from .errors import CorruptObject, LeaseLost, ObjectNotFound, PreconditionFailed, StorageError

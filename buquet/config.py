@@ -22,7 +22,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from . import _keys
+from .keys import KeyLayout
 from .errors import ConfigurationError, ObjectNotFound, PreconditionFailed, ValidationError
 from .storage.base import ObjectStore
 
@@ -164,7 +164,7 @@ def _parse_shard_count(data: bytes, key: str) -> int:
 
 
 async def load_bucket_config(
-    store: ObjectStore, layout: _keys.KeyLayout, shard_count: int | None, read_only: bool = False
+    store: ObjectStore, layout: KeyLayout, shard_count: int | None, read_only: bool = False
 ) -> int:
     """The bucket's shard count from ``config.json`` (one GET), creating the file with
     ``If-None-Match: *`` when it is missing (unless ``read_only``). Two clients

@@ -21,7 +21,7 @@ from . import _validate as v
 from . import config as cfg
 from ._codec import decode_task
 from ._ids import check_task_id
-from ._keys import KeyLayout
+from .keys import KeyLayout
 from ._tasks import Clock, TaskProtocol
 from ._time import parse_when, to_rfc3339
 from .errors import CorruptObject, TaskNotFound, TaskTimeout, ValidationError
@@ -73,7 +73,7 @@ class Queue:
     Attributes:
         store: the :class:`~buquet.ObjectStore`.
         protocol: the :class:`~buquet._tasks.TaskProtocol` workers and the monitor use.
-        layout: the key layout (:class:`~buquet._keys.KeyLayout`).
+        layout: the key layout (:class:`~buquet.keys.KeyLayout`).
     """
 
     def __init__(

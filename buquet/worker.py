@@ -22,13 +22,14 @@ from typing import Any, Callable, Sequence
 from . import _validate as v
 from . import config as cfg
 from ._attempt import AttemptRunner, Handler
-from ._keys import ReadyKey
+from .keys import ReadyKey
 from ._loops import DeleteBatcher, ErrorLog
 from ._poller import Poller
 from ._tasks import ClaimMiss, ClaimMissReason, Lease
 from ._transitions import ClaimVerdict
 from ._time import to_ms
 from .errors import ValidationError
+from .invocation import InvocationResult, run_invocation
 from .monitor import Monitor
 from .queue import Queue
 
@@ -268,6 +269,12 @@ class Worker:
         finally:
             self._remaining, self._initial = None, []
         return {k: n - before.get(k, 0) for k, n in self.stats.items() if n - before.get(k, 0)}
+
+    async def run_invocation(self, keys: Sequence[str], **settings: Any) -> "InvocationResult":
+        """One serverless invocation with the event-driven policy (wait briefly for
+        tasks about to come due; poll the shards only when the event names none or is
+        late): see :func:`buquet.invocation.run_invocation` for ``settings``."""
+        return await run_invocation(self, keys, **settings)
 
     def ready_keys(self, keys: Sequence[str]) -> list[ReadyKey]:
         """The ready markers among ``keys`` (parsed, duplicates dropped), in order;

@@ -8,7 +8,7 @@ Handler entry points (the ``handler`` setting of each function)::
 
 The handlers are thin: they read their settings from the environment (see
 :mod:`lambdas._common`), open the queue inside a fresh event loop per invocation, call
-:meth:`buquet.Worker.run_once`, :meth:`buquet.scheduler.Scheduler.tick` or
+:func:`buquet.invocation.run_invocation`, :meth:`buquet.scheduler.Scheduler.tick` or
 :meth:`buquet.Monitor.sweep` / :meth:`~buquet.Monitor.poke_stalled`, and publish
 CloudWatch metrics (EMF) and JSON logs through aws-lambda-powertools. ``infra/``
 deploys them with the AWS CDK; ``docs/serverless.md`` explains the whole set-up.

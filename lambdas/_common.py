@@ -28,26 +28,28 @@ Environment variables (``infra/`` sets them):
 ``POWERTOOLS_SERVICE_NAME``        log ``service`` field and metric dimension (``buquet-lambda``)
 ``POWERTOOLS_METRICS_NAMESPACE``   CloudWatch namespace of the metrics (``buquet``)
 =================================  ==========================================================
+
+The defaults in parentheses are :mod:`buquet.config`'s (``DEFAULT_*``), shared with the
+library, the CLI and the CDK app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import logging
 import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Coroutine, Iterator, TypeVar
+from typing import Any, Coroutine, Iterator, Mapping, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from buquet import Queue, Worker, connect
-from buquet.errors import ConfigurationError
+from buquet import Queue, config, connect
+from buquet.errors import ConfigurationError, ValidationError
+from buquet.imports import WorkerFactory, load_worker_factory, parse_spec
 
 T = TypeVar("T")
 
@@ -56,11 +58,11 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "buquet"
 
 #: the environment variables the settings are read from (the cache key of :func:`settings`)
 ENV_KEYS = (
-    "S3_BUCKET",
-    "S3_REGION",
+    config.ENV_BUCKET,
+    config.ENV_REGION,
     "AWS_REGION",
-    "S3_ENDPOINT",
-    "BUQUET_PREFIX",
+    config.ENV_ENDPOINT,
+    config.ENV_PREFIX,
     "BUQUET_SHARD_COUNT",
     "BUQUET_WORKER",
     "BUQUET_SAFETY_MARGIN_SECONDS",
@@ -83,12 +85,13 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
-_TASK_ID = re.compile(r"(?<![0-9a-f])([0-9a-f]{32})(?![0-9a-f])")
+#: a task id (a canonical UUID string) standing alone in a log message
+_TASK_ID = re.compile(r"(?<![0-9a-f-])([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?![0-9a-f-])")
 
 
 class TaskIdFilter(logging.Filter):
     """Adds a ``task_id`` field to every log record whose message names a task id (the
-    library's lines read ``task <32 hex>: ...``), so CloudWatch Logs Insights can
+    library's lines read ``task <uuid>: ...``), so CloudWatch Logs Insights can
     filter on it: ``filter task_id = "..."``. Records that already carry ``task_id``
     (``logger.info(..., extra={"task_id": ...})``) are left alone."""
 
@@ -174,62 +177,52 @@ class Settings:
     drain_lag_seconds: float
     stall_seconds: float
 
-
-def _number(env: dict[str, str | None], name: str, default: float, minimum: float, maximum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
-    if not minimum <= value <= maximum:
-        raise ConfigurationError(f"environment variable {name}={raw!r} must be between {minimum:g} and {maximum:g}")
-    return value
+    def invocation_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`buquet.invocation.run_invocation` these
+        settings fix (everything but the worker, the keys and the deadline)."""
+        return {
+            "safety_margin_seconds": self.safety_margin_seconds,
+            "wait_for_due_seconds": self.wait_for_due_seconds,
+            "drain_lag_seconds": self.drain_lag_seconds,
+            "max_concurrency": self.max_concurrency,
+            "lease_seconds": self.lease_seconds,
+        }
 
 
-def _integer(env: dict[str, str | None], name: str, default: int | None, minimum: int, maximum: int) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"environment variable {name}={raw!r} is not an integer") from None
-    if not minimum <= value <= maximum:
-        raise ConfigurationError(f"environment variable {name}={raw!r} must be between {minimum} and {maximum}")
-    return value
-
-
-def parse_settings(env: dict[str, str | None]) -> Settings:
-    """Parse the handler settings from a mapping of environment variables.
+def parse_settings(env: Mapping[str, str | None]) -> Settings:
+    """Parse the handler settings from a mapping of environment variables (defaults and
+    parsers from :mod:`buquet.config`).
 
     Raises:
         ConfigurationError: a variable is malformed or out of range (names it).
     """
     spec = (env.get("BUQUET_WORKER") or "").strip() or None
     if spec is not None:
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            raise ConfigurationError(
-                f"BUQUET_WORKER={spec!r} must be module:attribute, e.g. myapp.tasks:make_worker"
-            )
-    shard_count = _integer(env, "BUQUET_SHARD_COUNT", None, 1, 256)
-    concurrency = _integer(env, "BUQUET_MAX_CONCURRENCY", 8, 1, 10_000)
+        try:
+            parse_spec(spec, name="BUQUET_WORKER")
+        except ValidationError as exc:
+            raise ConfigurationError(f"BUQUET_WORKER {exc.rule}") from None
+    concurrency = config.env_int(env, "BUQUET_MAX_CONCURRENCY", config.DEFAULT_MAX_CONCURRENCY, 1, 10_000)
     assert concurrency is not None
     return Settings(
-        bucket=env.get("S3_BUCKET") or None,
-        endpoint=env.get("S3_ENDPOINT") or None,
-        region=env.get("S3_REGION") or env.get("AWS_REGION") or None,
-        prefix=env.get("BUQUET_PREFIX") or "",
-        shard_count=shard_count,
+        bucket=env.get(config.ENV_BUCKET) or None,
+        endpoint=env.get(config.ENV_ENDPOINT) or None,
+        region=env.get(config.ENV_REGION) or env.get("AWS_REGION") or None,
+        prefix=env.get(config.ENV_PREFIX) or "",
+        shard_count=config.env_int(env, "BUQUET_SHARD_COUNT", None, 1, config.MAX_SHARD_COUNT),
         worker_spec=spec,
-        safety_margin_seconds=_number(env, "BUQUET_SAFETY_MARGIN_SECONDS", 10.0, 0.0, 600.0),
+        safety_margin_seconds=config.env_number(
+            env, "BUQUET_SAFETY_MARGIN_SECONDS", config.DEFAULT_SAFETY_MARGIN_SECONDS, 0.0, 600.0
+        ),
         max_concurrency=concurrency,
-        lease_seconds=_number(env, "BUQUET_LEASE_SECONDS", 30.0, 1.0, 3600.0),
-        wait_for_due_seconds=_number(env, "BUQUET_WAIT_FOR_DUE_SECONDS", 5.0, 0.0, 600.0),
-        drain_lag_seconds=_number(env, "BUQUET_DRAIN_LAG_SECONDS", 30.0, 0.0, 86_400.0),
-        stall_seconds=_number(env, "BUQUET_STALL_SECONDS", 60.0, 0.0, 86_400.0),
+        lease_seconds=config.env_number(env, "BUQUET_LEASE_SECONDS", config.DEFAULT_LEASE_SECONDS, 1.0, 3600.0),
+        wait_for_due_seconds=config.env_number(
+            env, "BUQUET_WAIT_FOR_DUE_SECONDS", config.DEFAULT_WAIT_FOR_DUE_SECONDS, 0.0, 600.0
+        ),
+        drain_lag_seconds=config.env_number(
+            env, "BUQUET_DRAIN_LAG_SECONDS", config.DEFAULT_DRAIN_LAG_SECONDS, 0.0, 86_400.0
+        ),
+        stall_seconds=config.env_number(env, "BUQUET_STALL_SECONDS", config.DEFAULT_STALL_SECONDS, 0.0, 86_400.0),
     )
 
 
@@ -275,18 +268,13 @@ async def connect_queue(cfg: Settings) -> Queue:
 
 
 # ------------------------------------------------------------------------- user worker
-WorkerFactory = Callable[[], "Worker | Awaitable[Worker]"]
-_factory_cache: dict[str, WorkerFactory] = {}
-
-
 def load_factory(spec: str | None) -> WorkerFactory:
-    """Import the Worker factory named by ``spec`` (``module:attribute``, dotted
-    attributes allowed), once per spec per execution environment.
-
-    The factory is a plain or async callable taking no arguments and returning a
-    :class:`~buquet.Worker`; the handler calls it inside every invocation's event loop,
-    because a Worker holds a Queue whose connections belong to that loop. A Worker
-    *object* created at import time is refused for that reason.
+    """The Worker factory ``BUQUET_WORKER`` names (``module:attribute``), imported with
+    :func:`buquet.imports.load_worker_factory`: a plain or async callable taking no
+    arguments and returning a :class:`~buquet.Worker`. The handler calls it inside
+    every invocation's event loop, because a Worker holds a Queue whose connections
+    belong to that loop; a Worker *object* created at import time is refused for that
+    reason. Python caches the imported module, so warm invocations pay nothing.
 
     Raises:
         ConfigurationError: ``spec`` is unset or malformed, the module cannot be
@@ -297,45 +285,10 @@ def load_factory(spec: str | None) -> WorkerFactory:
             "BUQUET_WORKER is not set: name your Worker factory as module:attribute, "
             "e.g. BUQUET_WORKER=myapp.tasks:make_worker"
         )
-    cached = _factory_cache.get(spec)
-    if cached is not None:
-        return cached
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"BUQUET_WORKER={spec!r} must be module:attribute")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"BUQUET_WORKER={spec!r}: cannot import {module_name!r}: {exc}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigurationError(f"BUQUET_WORKER={spec!r}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if isinstance(obj, Worker):
-        raise ConfigurationError(
-            f"BUQUET_WORKER={spec!r} is a Worker object; Lambda needs a factory (a function, "
-            "sync or async, returning a Worker), called inside each invocation's event loop"
-        )
-    if not callable(obj):
-        raise ConfigurationError(f"BUQUET_WORKER={spec!r} is {type(obj).__name__}, not a Worker factory")
-    _factory_cache[spec] = obj
-    return obj
-
-
-async def build_worker(factory: WorkerFactory) -> Worker:
-    """Call the factory (awaiting it if it is async) and check that it made a Worker.
-
-    Raises:
-        ConfigurationError: the factory returned something else.
-        Exception: whatever the factory raises (e.g. StorageError from ``connect()``).
-    """
-    obj: Any = factory()
-    if inspect.isawaitable(obj):
-        obj = await obj
-    if not isinstance(obj, Worker):
-        raise ConfigurationError(f"the BUQUET_WORKER factory returned {type(obj).__name__}, not a buquet.Worker")
-    return obj
+        return load_worker_factory(spec, name="BUQUET_WORKER")  # type: ignore[return-value]
+    except ValidationError as exc:  # settings() checks the shape first; kept for direct calls
+        raise ConfigurationError(f"BUQUET_WORKER {exc.rule}") from None
 
 
 def preload_factory() -> None:
@@ -348,6 +301,35 @@ def preload_factory() -> None:
             load_factory(spec)
     except Exception:  # noqa: BLE001 - reported again by the invocation
         logger.exception("loading the BUQUET_WORKER factory failed")
+
+
+# ---------------------------------------------------------------------------- events
+def describe(value: Any) -> str:
+    """A short, content-free description of an event for a log line: its type, and for
+    an object its first keys (values are never logged: they may be large or private)."""
+    if isinstance(value, Mapping):
+        keys = [str(k) for k in list(value)[:8]]
+        more = ", ..." if len(value) > 8 else ""
+        return f"an object with keys [{', '.join(keys)}{more}]" if keys else "an empty object"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def rule_time(event: Any) -> str | None:
+    """The ``time`` of an EventBridge scheduled event (the scheduler and the monitor only
+    log it). Their work does not depend on the event, so any other event — a manual
+    invoke with ``{}``, ``null``, a list, a string, a ``time`` that is not a string —
+    costs one warning line and the invocation runs as usual: raising would only make
+    Lambda retry the same event."""
+    if isinstance(event, Mapping) and isinstance(event.get("time"), str):
+        return event["time"]
+    what = describe(event) if not isinstance(event, Mapping) else f"{describe(event)} and no 'time' string"
+    logger.warning("the event is not an EventBridge scheduled event (%s): running as usual", what)
+    return None
 
 
 # ----------------------------------------------------------------------------- loops
@@ -389,14 +371,15 @@ __all__ = [
     "Settings",
     "TaskIdFilter",
     "add_counts",
-    "build_worker",
     "connect_queue",
+    "describe",
     "library_logs",
     "load_factory",
     "logger",
     "metrics",
     "parse_settings",
     "preload_factory",
+    "rule_time",
     "run_fresh",
     "settings",
 ]

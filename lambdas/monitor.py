@@ -21,13 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from buquet import Monitor
 from buquet.errors import StorageError
 
-from ._common import Settings, connect_queue, library_logs, logger, metrics, run_fresh, settings
+from ._common import Settings, connect_queue, library_logs, logger, metrics, rule_time, run_fresh, settings
 
 
 async def _sweep(cfg: Settings) -> tuple[int, int]:
@@ -51,12 +50,12 @@ async def _sweep(cfg: Settings) -> tuple[int, int]:
 
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-@event_source(data_class=EventBridgeEvent)
-def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point (``lambdas.monitor.handler``).
 
     Args:
-        event: an EventBridge "Scheduled Event" (only logged); any event works.
+        event: an EventBridge "Scheduled Event" (only its ``time`` is logged). Any
+            other value works too: one warning line says so, and the sweep runs.
         context: the Lambda context.
 
     Returns:
@@ -71,11 +70,12 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     GET and up to two PUTs per expired lease and one GET and one PUT per poked marker.
     """
     cfg = settings()
+    scheduled_time = rule_time(event)
     with library_logs():
         recovered, poked = run_fresh(_sweep(cfg))
     metrics.add_metric(name="LeasesRecovered", unit=MetricUnit.Count, value=recovered)
     metrics.add_metric(name="StalledTasksPoked", unit=MetricUnit.Count, value=poked)
-    logger.info("monitor done (rule time %s): %d recovered, %d poked", event.get("time"), recovered, poked)
+    logger.info("monitor done (rule time %s): %d recovered, %d poked", scheduled_time, recovered, poked)
     return {"recovered": recovered, "poked": poked}
 
 

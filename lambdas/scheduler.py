@@ -14,16 +14,15 @@ bound) are rebuilt in each invocation's event loop.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from buquet._time import to_rfc3339
 from buquet.scheduler import Scheduler
 
-from ._common import Settings, add_counts, connect_queue, library_logs, logger, metrics, run_fresh, settings
+from ._common import Settings, add_counts, connect_queue, library_logs, logger, metrics, rule_time, run_fresh, settings
 
 #: Scheduler.stats counter → metric name
 COUNTERS = {
@@ -38,13 +37,18 @@ COUNTERS = {
 _definition_cache: dict[tuple[str | None, str | None, str], Any] = {}
 
 
+def _rfc3339(dt: datetime) -> str:
+    """``2026-11-29T16:21:00.000Z``"""
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def _tick(cfg: Settings) -> tuple[list[Any], dict[str, int], str | None]:
     queue = await connect_queue(cfg)
     try:
         key = (cfg.bucket, cfg.endpoint, cfg.prefix)
         scheduler = Scheduler(queue, definition_cache=_definition_cache.setdefault(key, {}))
         tasks = await scheduler.tick()
-        next_due = to_rfc3339(scheduler.next_due) if scheduler.next_due else None
+        next_due = _rfc3339(scheduler.next_due) if scheduler.next_due else None
         return tasks, dict(scheduler.stats), next_due
     finally:
         await queue.close()
@@ -52,14 +56,13 @@ async def _tick(cfg: Settings) -> tuple[list[Any], dict[str, int], str | None]:
 
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-@event_source(data_class=EventBridgeEvent)
-def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point (``lambdas.scheduler.handler``): one scheduler tick at the
     store's clock (not the event's ``time``, which is EventBridge's clock).
 
     Args:
-        event: an EventBridge "Scheduled Event" (its content is only logged); any event
-            works.
+        event: an EventBridge "Scheduled Event" (only its ``time`` is logged). Any
+            other value works too: one warning line says so, and the tick runs.
         context: the Lambda context.
 
     Returns:
@@ -72,7 +75,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
             single schedules are logged and counted in ``ScheduleErrors``.
     """
     cfg = settings()
-    scheduled_time = event.get("time")
+    scheduled_time = rule_time(event)
     with library_logs():
         tasks, stats, next_due = run_fresh(_tick(cfg))
     add_counts(stats, COUNTERS)

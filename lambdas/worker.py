@@ -5,22 +5,19 @@ Wiring (``infra/``): the bucket sends ``s3:ObjectCreated:*`` events for keys und
 task becomes claimable — submit, retry requeue, lease recovery, the monitor's stall
 poke — so an event means "there is work, maybe this task".
 
-One invocation:
+One invocation decodes the event's keys (:func:`decode_event`), builds the user's
+Worker (``BUQUET_WORKER=module:attribute``, a factory called inside a fresh event loop)
+and hands both to :func:`buquet.invocation.run_invocation`, which holds the policy:
+wait briefly for announced tasks about to come due, run the due ones, and poll the
+shards for other due work only when the event names no task or is older than
+``BUQUET_DRAIN_LAG_SECONDS``. The handler then publishes the counters as CloudWatch
+metrics (EMF) and returns them.
 
-1. Decodes the event's keys (S3 URL-encodes them, spaces as ``+``; non-ASCII as UTF-8
-   ``%XX``) and keeps the ``ObjectCreated`` records of the queue's bucket.
-2. Calls the user's Worker factory (``BUQUET_WORKER=module:attribute``) inside a fresh
-   event loop, and hands the keys to :meth:`buquet.Worker.run_once`, which claims and
-   runs their tasks, starting a task only if its ``timeout_seconds`` fits in the
-   remaining time minus ``BUQUET_SAFETY_MARGIN_SECONDS``. Longer tasks stay Pending for
-   a later invocation (the monitor re-announces overdue tasks). A task due within
-   ``BUQUET_WAIT_FOR_DUE_SECONDS`` is waited for.
-   Since every ready marker has its own event, the invocation runs just the tasks its
-   event names (no LIST request); it also polls the shards for other due work
-   ("drains", while time is left) only when the event names no task or its oldest task
-   has waited longer than ``BUQUET_DRAIN_LAG_SECONDS`` — late, throttled or lost events,
-   or the monitor's re-announcement of a stalled shard.
-3. Publishes the counters as CloudWatch metrics (EMF) and returns them.
+Events it cannot read — not an object, no ``Records``, ``Records`` not a list, records
+without a string ``s3.object.key`` — cost one warning line, never a failed invocation
+(which Lambda would only retry with the same event): the readable records are used,
+and an event that names no task makes the worker poll its shards, as a manual invoke
+or S3's ``s3:TestEvent`` does.
 
 Duplicate, late and out-of-order events are harmless: a claim is a conditional write,
 and a marker whose task has moved on is skipped (and deleted). The worker's own writes
@@ -31,23 +28,21 @@ invoke a worker.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from buquet import Worker, WorkerRunOptions
-from buquet._time import to_ms
-from buquet.storage.base import ObjectInfo
+from buquet.imports import WorkerFactory, build_worker
+from buquet.invocation import InvocationResult, run_invocation
 
 from . import current_request_id
 from ._common import (
     Settings,
     add_counts,
-    build_worker,
+    describe,
     library_logs,
     load_factory,
     logger,
@@ -70,105 +65,113 @@ COUNTERS = {
 preload_factory()
 
 
-def event_keys(event: S3Event, bucket: str | None) -> list[str]:
-    """The decoded object keys of an S3 event's ``ObjectCreated`` records, in event
-    order, without duplicates.
+@dataclass(frozen=True)
+class DecodedEvent:
+    """The keys an event names, and what in it could not be read.
+
+    Attributes:
+        keys: decoded object keys of its ``ObjectCreated`` records, in event order,
+            without duplicates.
+        problem: ``None`` for a well-formed event; else what was wrong, in words (the
+            handler logs it as one warning line).
+    """
+
+    keys: list[str]
+    problem: str | None = None
+
+
+def _record_key(record: Any, bucket: str | None) -> tuple[str | None, str | None]:
+    """``(decoded key, None)`` of a record to use, ``(None, None)`` of a well-formed
+    record to skip (another source, event type or bucket), ``(None, problem)``."""
+    if not isinstance(record, Mapping):
+        return None, f"a record is {describe(record)}"
+    if record.get("eventSource") not in (None, "aws:s3"):
+        return None, None
+    event_name = record.get("eventName", "ObjectCreated:")
+    if not isinstance(event_name, str):
+        return None, "a record's eventName is not a string"
+    if not event_name.startswith("ObjectCreated:"):
+        return None, None
+    s3 = record.get("s3")
+    obj = s3.get("object") if isinstance(s3, Mapping) else None
+    key = obj.get("key") if isinstance(obj, Mapping) else None
+    if not isinstance(key, str) or not key:
+        return None, "a record has no s3.object.key string"
+    if bucket:
+        b = s3.get("bucket") if isinstance(s3, Mapping) else None
+        name = b.get("name") if isinstance(b, Mapping) else None
+        if not isinstance(name, str):
+            return None, "a record has no s3.bucket.name string"
+        if name != bucket:
+            return None, None
+    return unquote_plus(key), None
+
+
+def decode_event(event: Any, bucket: str | None) -> DecodedEvent:
+    """The keys of an S3 event notification, whatever its shape.
 
     S3 URL-encodes keys in notifications (``quote_plus``: a space becomes ``+``,
     non-ASCII characters their UTF-8 ``%XX`` bytes); powertools decodes only the first
-    record's key (``S3Event.object_key``), so each record's key is decoded here with
+    record's key, so each record's key is decoded here with
     :func:`urllib.parse.unquote_plus`. Records of other buckets (when ``bucket`` is
-    given) and of other event types are dropped. An event without ``Records`` (the
-    ``s3:TestEvent`` S3 sends when a notification is configured, a manual invoke)
-    yields no keys: the worker then just polls.
+    given), other sources and other event types are dropped. An object without
+    ``Records`` yields no keys — silently for S3's ``s3:TestEvent`` (sent when a
+    notification is configured), with a ``problem`` otherwise — and so does anything
+    that is not an object. Never raises.
+
+    Args:
+        event: the event as Lambda passes it (or a powertools data class wrapping it).
+        bucket: the queue's bucket, or ``None`` to accept records of any bucket.
     """
-    if "Records" not in event.raw_event:
-        return []
+    event = getattr(event, "raw_event", event)
+    if not isinstance(event, Mapping):
+        return DecodedEvent([], f"the event is {describe(event)}, not an S3 notification")
+    if "Records" not in event:
+        if event.get("Event") == "s3:TestEvent":
+            return DecodedEvent([])
+        return DecodedEvent([], f"the event has no Records ({describe(event)})")
+    records = event["Records"]
+    if not isinstance(records, list):
+        return DecodedEvent([], f"Records is {describe(records)}, not a list")
     keys: dict[str, None] = {}
-    for record in event.records:
-        if record.get("eventSource") not in (None, "aws:s3"):
-            continue
-        if not str(record.get("eventName", "ObjectCreated:")).startswith("ObjectCreated:"):
-            continue
-        if bucket and record.s3.bucket.name != bucket:
-            continue
-        keys[unquote_plus(record.s3.get_object.key)] = None
-    return list(keys)
+    problems: list[str] = []
+    for record in records:
+        key, problem = _record_key(record, bucket)
+        if key is not None:
+            keys[key] = None
+        elif problem is not None:
+            problems.append(problem)
+    if not problems:
+        return DecodedEvent(list(keys))
+    return DecodedEvent(list(keys), f"{len(problems)} of {len(records)} records unreadable ({problems[0]})")
+
+
+def event_keys(event: Any, bucket: str | None) -> list[str]:
+    """The decoded object keys of an S3 event's ``ObjectCreated`` records
+    (:func:`decode_event` without the problem report)."""
+    return decode_event(event, bucket).keys
 
 
 async def _invoke(
-    factory: Any, keys: list[str], remaining_seconds: Any, cfg: Settings
-) -> tuple[dict[str, int], int | None, int, bool]:
-    """One invocation inside its own loop: build the worker, wait briefly for event
-    tasks about to come due, run_once, close the queue.
-
-    Returns (counters, queue lag in ms or None, number of ready keys, drained?).
-    """
-    worker: Worker = await build_worker(factory)
+    factory: WorkerFactory, keys: list[str], remaining_seconds: Callable[[], float], cfg: Settings
+) -> InvocationResult:
+    """One invocation inside its own loop: build the worker, run, close its queue."""
+    worker = await build_worker(factory, name="BUQUET_WORKER")
     try:
-        layout = worker.queue.layout
-        now = await worker.queue.time()
-        now_ms = to_ms(now)
-        markers = [
-            m
-            for key in keys
-            if key.startswith(layout.prefix + "ready/")
-            and (m := layout.parse_ready(ObjectInfo(key, "", 0, now))) is not None
-        ]
-        for m in markers:
-            logger.info(
-                "event: task %s (%s) ready from %d", m.task_id, m.task_type, m.due_ms,
-                extra={"task_id": m.task_id, "task_type": m.task_type},
-            )
-        # Queue lag: how long the oldest announced task has been due (0 if not yet due).
-        lag_ms = max(0, now_ms - min(m.due_ms for m in markers)) if markers else None
-        mine = [m for m in markers if m.task_type in worker.task_types and m.shard in worker.shards]
-        # A task announced a moment before its due time — schedule_at or a retry
-        # backoff just ending, or merely the submitter's clock reading up to ~1 s ahead
-        # of ours (both come from 1-second Date headers) — is waited for, briefly,
-        # instead of being left to the monitor's stall poke a minute later.
-        future = [m.due_ms for m in mine if m.due_ms > now_ms]
-        if future:
-            wait = (min(future) - now_ms) / 1000 + 0.05
-            budget = remaining_seconds() - cfg.safety_margin_seconds - 1
-            if wait <= cfg.wait_for_due_seconds and wait < budget:
-                logger.info("waiting %.2fs for a task the event names to come due", wait)
-                await asyncio.sleep(wait)
-                now_ms = to_ms(await worker.queue.time())
-        # Every ready marker has an event of its own, so an invocation normally runs
-        # just the tasks its event names — no LIST requests. It polls the shards for
-        # other due work ("drains") only when the event names no task (a manual invoke)
-        # or its oldest task has waited longer than drain_lag_seconds: events are late
-        # (throttling), were lost, or this is the monitor re-announcing a stalled shard.
-        drain = not markers or (lag_ms or 0) > cfg.drain_lag_seconds * 1000
-        due_ids = {m.task_id for m in mine if m.due_ms <= now_ms}
-        if not drain and not due_ids:
-            return {}, lag_ms, len(markers), False
-        options = WorkerRunOptions(
-            max_concurrency=cfg.max_concurrency,
-            lease_seconds=cfg.lease_seconds,
-            max_tasks=None if drain else len(due_ids),
-        )
-        counters = await worker.run_once(
-            [m.key for m in mine],
-            remaining_seconds=remaining_seconds,
-            safety_margin_seconds=cfg.safety_margin_seconds,
-            options=options,
-        )
-        return counters, lag_ms, len(markers), drain
+        return await run_invocation(worker, keys, remaining_seconds=remaining_seconds, **cfg.invocation_options())
     finally:
         await worker.queue.close()
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-@event_source(data_class=S3Event)
-def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point (``lambdas.worker.handler``).
 
     Args:
-        event: an S3 event notification (``Records[].s3.object.key`` URL-encoded), or
-            any event without ``Records`` (then the worker just polls).
+        event: an S3 event notification (``Records[].s3.object.key`` URL-encoded). Any
+            other value is accepted: what cannot be read is logged as one warning line,
+            and an event naming no task makes the worker poll its shards.
         context: the Lambda context; ``get_remaining_time_in_millis()`` bounds which
             tasks may start.
 
@@ -184,7 +187,10 @@ def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     """
     cfg = settings()
     factory = load_factory(cfg.worker_spec)
-    keys = event_keys(event, cfg.bucket)
+    decoded = decode_event(event, cfg.bucket)
+    if decoded.problem:
+        then = "using the readable records" if decoded.keys else "polling the shards instead"
+        logger.warning("malformed S3 event: %s; %s", decoded.problem, then)
 
     def remaining_seconds() -> float:
         return context.get_remaining_time_in_millis() / 1000
@@ -192,15 +198,18 @@ def handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     token = current_request_id.set(getattr(context, "aws_request_id", None))
     try:
         with library_logs():
-            counters, lag_ms, n_ready, drained = run_fresh(_invoke(factory, keys, remaining_seconds, cfg))
+            result = run_fresh(_invoke(factory, decoded.keys, remaining_seconds, cfg))
     finally:
         current_request_id.reset(token)
+    counters = result.counters
     add_counts(counters, COUNTERS)
-    metrics.add_metric(name="EventReadyKeys", unit=MetricUnit.Count, value=n_ready)
-    if lag_ms is not None:
-        metrics.add_metric(name="QueueLag", unit=MetricUnit.Milliseconds, value=lag_ms)
-    logger.info("invocation done: %s", counters or "nothing to do", extra={"counters": counters, "drained": drained})
-    return {"ready_keys": n_ready, "queue_lag_ms": lag_ms, "drained": drained, **counters}
+    metrics.add_metric(name="EventReadyKeys", unit=MetricUnit.Count, value=result.ready_keys)
+    if result.queue_lag_ms is not None:
+        metrics.add_metric(name="QueueLag", unit=MetricUnit.Milliseconds, value=result.queue_lag_ms)
+    logger.info(
+        "invocation done: %s", counters or "nothing to do", extra={"counters": counters, "drained": result.drained}
+    )
+    return {"ready_keys": result.ready_keys, "queue_lag_ms": result.queue_lag_ms, "drained": result.drained, **counters}
 
 
-__all__ = ["COUNTERS", "event_keys", "handler"]
+__all__ = ["COUNTERS", "DecodedEvent", "decode_event", "event_keys", "handler"]

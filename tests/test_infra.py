@@ -37,14 +37,16 @@ from buquet_infra import BuquetStack, from_context  # noqa: E402
 from buquet_infra import bundle as bundling  # noqa: E402
 from buquet_infra.stack import (  # noqa: E402
     client_statements,
+    key_paths,
     long_lived_worker_statements,
     monitor_statements,
     scheduler_statements,
     worker_statements,
 )
 
-from buquet import MemoryStore, Monitor, RetryableError, RetryPolicy, Worker, WorkerRunOptions, connect  # noqa: E402
-from buquet.queue import Lease  # noqa: E402
+from buquet import MemoryStore, Monitor, RetryableError, RetryPolicy, Worker, WorkerRunOptions, config, connect  # noqa: E402
+from buquet.keys import TOP_LEVEL_DIRS, KeyLayout  # noqa: E402
+from buquet._tasks import Lease  # noqa: E402
 from buquet.scheduler import Scheduler  # noqa: E402
 from buquet.schedules import Schedule  # noqa: E402
 from buquet.storage.base import ObjectInfo, ObjectStore, StoredObject  # noqa: E402
@@ -210,8 +212,13 @@ def test_bucket_is_private_encrypted_tls_only_with_lifecycle_rules(template: Tem
     assert not any(r.get("Prefix", "").startswith(("ready/", "leases/")) for r in rules)
 
 
-@pytest.mark.parametrize("fixture, ready_prefix", [("template", "ready/"), ("prefixed", "team-a/jobs/ready/")])
-def test_only_the_ready_prefix_notifies_the_worker(request: pytest.FixtureRequest, fixture: str, ready_prefix: str) -> None:
+@pytest.mark.parametrize("fixture, prefix, ready_prefix", [
+    ("template", "", "ready/"), ("prefixed", "team-a/jobs", "team-a/jobs/ready/"),
+])
+def test_only_the_ready_prefix_notifies_the_worker(
+    request: pytest.FixtureRequest, fixture: str, prefix: str, ready_prefix: str
+) -> None:
+    assert KeyLayout(prefix).ready_root() == ready_prefix  # the filter is the library's layout
     t: Template = request.getfixturevalue(fixture)
     worker = function_id(t, "lambdas.worker.handler")
     [notifications] = resources(t, "Custom::S3BucketNotifications").values()
@@ -287,6 +294,37 @@ def test_iam_resources_follow_the_key_prefix(prefixed: Template) -> None:
     grants = s3_grants(prefixed, "lambdas.worker.handler")
     assert grants["s3:PutObject"] == {"BUCKET/team-a/jobs/tasks/*", "BUCKET/team-a/jobs/ready/*", "BUCKET/team-a/jobs/leases/*"}
     assert grants["s3:ListBucket"] == {"team-a/jobs/ready/*", "<none>"}
+
+
+@pytest.mark.parametrize("fixture, prefix", [("template", ""), ("prefixed", "team-a/jobs/")])
+def test_policy_prefixes_are_the_key_layouts(request: pytest.FixtureRequest, fixture: str, prefix: str) -> None:
+    """Policies are built from KeyLayout.iam_prefixes(), not retyped: every resource and
+    s3:prefix of every role lies under one of its values, and every value is used."""
+    layout_prefixes = KeyLayout(prefix).iam_prefixes()
+    assert set(layout_prefixes) == {"config", *(d.rstrip("/") for d in TOP_LEVEL_DIRS)}
+    paths = key_paths(prefix)
+    for name, value in layout_prefixes.items():
+        assert paths[name] == (value if name == "config" else value + "*")
+    for name in ("schedule_defs", "schedule_runs", "schedule_slots"):
+        assert paths[name].startswith(layout_prefixes["schedules"])
+
+    def owner(path: str) -> str:
+        [name] = [n for n, p in layout_prefixes.items() if path == p or (n != "config" and path.startswith(p))]
+        return name
+
+    t: Template = request.getfixturevalue(fixture)
+    used: set[str] = set()
+    for handler in ("worker", "scheduler", "monitor"):
+        for resources_ in s3_grants(t, f"lambdas.{handler}.handler").values():
+            used.update(owner(r.removeprefix("BUCKET/")) for r in resources_ if r != "<none>")
+    statements = [st.to_statement_json() for fn in (client_statements, long_lived_worker_statements)
+                  for st in fn("arn:aws:s3:::bkt", prefix)]
+    for st in statements:
+        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        used.update(owner(r.removeprefix("arn:aws:s3:::bkt/")) for r in res if r != "arn:aws:s3:::bkt")
+        for pattern in st.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []):
+            used.add(owner(pattern))
+    assert used == set(layout_prefixes)
 
 
 # IAM evaluation against the requests the library really sends --------------------
@@ -429,10 +467,10 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
     rec.recording = False
     lost = await client.submit("quick", {"n": 4})
     now = await client.time()
-    marker = next(m for m in await client._due_markers(lost.shard, now, 100) if m.task_id == lost.id)
-    lease = await client._claim(marker, "dead", 3, now)
+    marker = next(m for m in await client.protocol.due_markers(lost.shard, now, 100) if m.task_id == lost.id)
+    lease = await client.protocol.claim(marker, "dead", 3, now)
     assert isinstance(lease, Lease)
-    await mem.delete_many(await client._extend(lease, 3))
+    await mem.delete_many(await client.protocol.extend(lease, 3))
     await client.submit("quick", {"n": 5})  # a ready task nobody was told about
     rec.now += timedelta(minutes=5)
     rec.recording = True
@@ -445,7 +483,7 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
     rec.recording = False
     created = rec.now - timedelta(minutes=3)
     old = Schedule(id="old", task_type="quick", input=None, cron="* * * * *", enabled=True, created_at=created)
-    await mem.put(client.schedule_keys.definition("old"), json.dumps(old.to_dict()).encode())
+    await mem.put(client.schedules.layout.schedule_def("old"), json.dumps(old.to_dict()).encode())
     rec.recording = True
     scheduler_queue = await queue_for("scheduler")
     fired = await Scheduler(scheduler_queue).tick()
@@ -510,10 +548,26 @@ def test_bad_context_values_stop_the_synth(key: str, value: str, message: str) -
 
 def test_context_defaults_and_cli_strings() -> None:
     cfg = from_context({"buquet:prefix": "jobs", "buquet:workerConcurrency": "none", "buquet:removeBucket": "true"}.get)
-    assert cfg.prefix == "jobs/" and cfg.ready_prefix == "jobs/ready/"
+    assert cfg.prefix == "jobs/" and cfg.ready_prefix == "jobs/ready/" == KeyLayout("jobs").ready_root()
     assert cfg.worker_concurrency is None and cfg.remove_bucket is True
     assert from_context({}.get).architecture == "arm64"
     assert from_context({"buquet:architecture": "aarch64"}.get).architecture == "arm64"
+
+
+def test_context_defaults_are_the_library_defaults() -> None:
+    """One source for every default: buquet.config (the functions' environment then
+    carries the same values the handlers would assume without it)."""
+    cfg = from_context({}.get)
+    assert cfg.shard_count == config.DEFAULT_SHARD_COUNT
+    assert cfg.max_concurrency == config.DEFAULT_MAX_CONCURRENCY
+    assert cfg.lease_seconds == config.DEFAULT_LEASE_SECONDS
+    assert cfg.safety_margin_seconds == config.DEFAULT_SAFETY_MARGIN_SECONDS
+    assert cfg.wait_for_due_seconds == config.DEFAULT_WAIT_FOR_DUE_SECONDS
+    assert cfg.drain_lag_seconds == config.DEFAULT_DRAIN_LAG_SECONDS
+    assert cfg.stall_seconds == config.DEFAULT_STALL_SECONDS
+    assert from_context({"buquet:shardCount": str(config.MAX_SHARD_COUNT)}.get).shard_count == config.MAX_SHARD_COUNT
+    with pytest.raises(ValueError, match=f"1 to {config.MAX_SHARD_COUNT}"):
+        from_context({"buquet:shardCount": str(config.MAX_SHARD_COUNT + 1)}.get)
 
 
 # -------------------------------------------------------------------------- bundle

@@ -25,9 +25,11 @@ from urllib.parse import quote_plus
 import pytest
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
-from buquet import Queue, RetryableError, RetryPolicy, TaskStatus, Worker, connect
+from buquet import MemoryStore, Queue, RetryableError, RetryPolicy, TaskStatus, ValidationError, Worker, connect
+from buquet._tasks import Lease
 from buquet.errors import ConfigurationError
-from buquet.queue import Lease
+from buquet.imports import build_worker, load_object, load_worker_factory, parse_spec
+from buquet.invocation import InvocationResult, run_invocation
 from buquet.schedules import Schedule
 
 import lambdas
@@ -410,6 +412,200 @@ def test_event_keys_decodes_every_record_and_keeps_only_object_created_of_the_bu
     assert worker_lambda.event_keys(S3Event(json.loads((EVENTS / "s3-test-event.json").read_text())), "bkt") == []
 
 
+def test_event_keys_accepts_the_raw_event_and_never_raises() -> None:
+    keys = ["ready/0/0000000000001.a.t"]
+    assert worker_lambda.event_keys(s3_event("bkt", *keys), "bkt") == keys  # a plain dict, as Lambda passes it
+    decoded = worker_lambda.decode_event(s3_event("bkt", *keys), "bkt")
+    assert decoded == worker_lambda.DecodedEvent(keys, None)
+    test_event = json.loads((EVENTS / "s3-test-event.json").read_text())
+    assert worker_lambda.decode_event(test_event, "bkt") == worker_lambda.DecodedEvent([], None)  # not a problem
+    for name, event in MALFORMED_S3_EVENTS.items():
+        decoded = worker_lambda.decode_event(event, "bkt")
+        assert decoded.keys == [] and decoded.problem, name
+
+
+def _record(**fields: Any) -> dict[str, Any]:
+    return {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", **fields}
+
+
+#: events the worker cannot read (defect 10): each costs one warning line, never an exception
+MALFORMED_S3_EVENTS: dict[str, Any] = {
+    "null": None,
+    "list": [{"Records": []}],
+    "string": "Records",
+    "number": 42,
+    "no-records": {"detail-type": "Scheduled Event", "source": "aws.events"},
+    "empty-object": {},
+    "records-null": {"Records": None},
+    "records-an-object": {"Records": {"s3": {"object": {"key": "ready/0/x"}}}},
+    "records-a-string": {"Records": "ready/0/x"},
+    "record-a-string": {"Records": ["ready/0/0000000000001.a.t"]},
+    "record-without-s3": {"Records": [_record()]},
+    "s3-a-string": {"Records": [_record(s3="ready/0/x")]},
+    "record-without-object": {"Records": [_record(s3={"bucket": {"name": "bkt"}})]},
+    "object-without-key": {"Records": [_record(s3={"bucket": {"name": "bkt"}, "object": {"size": 1}})]},
+    "key-a-number": {"Records": [_record(s3={"bucket": {"name": "bkt"}, "object": {"key": 12}})]},
+    "key-null": {"Records": [_record(s3={"bucket": {"name": "bkt"}, "object": {"key": None}})]},
+    "event-name-a-list": {"Records": [_record(eventName=["ObjectCreated:Put"], s3={"object": {"key": "k"}})]},
+    "bucket-without-name": {"Records": [_record(s3={"bucket": {}, "object": {"key": "ready/0/x"}})]},
+}
+
+
+def warnings_in(out: str) -> list[str]:
+    return [d["message"] for d in log_lines(out) if d["level"] == "WARNING"]
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("name", list(MALFORMED_S3_EVENTS))
+def test_a_malformed_worker_event_is_one_warning_and_the_worker_polls(
+    lambda_env: dict[str, str], capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """Defect 10: raw KeyError/AttributeError/TypeError failed the invocation, and Lambda
+    retried the same unreadable event twice more. Now: one warning line, a normal
+    return, and the worker polls its shards as for any event that names no task."""
+    event = copy.deepcopy(MALFORMED_S3_EVENTS[name])
+    for record in (event.get("Records") if isinstance(event, dict) else None) or []:
+        bucket = record.get("s3", {}).get("bucket") if isinstance(record, dict) and isinstance(record.get("s3"), dict) else None
+        if isinstance(bucket, dict) and "name" in bucket:
+            bucket["name"] = lambda_env["S3_BUCKET"]
+    task = with_queue(lambda_env, lambda q: q.submit("record", {"n": name}))
+    capsys.readouterr()
+
+    result = worker_lambda.handler(event, FakeContext())
+
+    assert result["ready_keys"] == 0 and result["queue_lag_ms"] is None
+    assert result["drained"] is True and result["completed"] == 1  # it polled and found the task
+    [warning] = warnings_in(capsys.readouterr().out)
+    assert warning.startswith("malformed S3 event: ") and warning.endswith("polling the shards instead")
+    done = with_queue(lambda_env, lambda q: q.get(task.id))
+    assert done is not None and done.status == TaskStatus.Completed
+
+
+@pytest.mark.s3
+def test_the_readable_records_of_a_partly_malformed_event_still_run(
+    lambda_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def submit(q: Queue) -> tuple[str, str]:
+        task = await q.submit("record", {"n": "good"})
+        return task.id, await ready_key_of(q, task.id)
+
+    task_id, key = with_queue(lambda_env, submit)
+    event = s3_event(lambda_env["S3_BUCKET"], key)
+    event["Records"] += [None, _record(s3={"object": {}})]
+    capsys.readouterr()
+    result = worker_lambda.handler(event, FakeContext())
+    assert result["ready_keys"] == 1 and result["completed"] == 1 and result["drained"] is False
+    [warning] = warnings_in(capsys.readouterr().out)
+    assert "2 of 3 records unreadable" in warning and warning.endswith("using the readable records")
+
+
+#: EventBridge-side oddities for the scheduler and the monitor, which do not depend on their event
+ODD_SCHEDULED_EVENTS: dict[str, Any] = {
+    "null": None,
+    "list": [],
+    "string": "tick",
+    "empty-object": {},
+    "time-a-number": {"detail-type": "Scheduled Event", "source": "aws.events", "time": 1764432000},
+    "time-null": {"detail-type": "Scheduled Event", "time": None},
+    "s3-event": {"Records": []},
+}
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("name", list(ODD_SCHEDULED_EVENTS))
+def test_scheduler_and_monitor_run_as_usual_on_any_event_with_one_warning(
+    lambda_env: dict[str, str], capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    event = ODD_SCHEDULED_EVENTS[name]
+    capsys.readouterr()
+    result = scheduler_lambda.handler(copy.deepcopy(event), FakeContext(60))
+    assert result["submitted"] == [] and result["next_due"] is None
+    [warning] = warnings_in(capsys.readouterr().out)
+    assert "not an EventBridge scheduled event" in warning and "running as usual" in warning
+
+    assert monitor_lambda.handler(copy.deepcopy(event), FakeContext(60)) == {"recovered": 0, "poked": 0}
+    [warning] = warnings_in(capsys.readouterr().out)
+    assert "not an EventBridge scheduled event" in warning
+
+    # a real scheduled event: no warning
+    monitor_lambda.handler(scheduled_event(), FakeContext(60))
+    assert warnings_in(capsys.readouterr().out) == []
+
+
+# ------------------------------------------------------------- invocation policy
+async def _memory_worker() -> tuple[Worker, MemoryStore, list[Any]]:
+    store = MemoryStore()
+    queue = await connect(store=store)
+    worker = Worker(queue, "w", queue.shards)
+    ran: list[Any] = []
+
+    @worker.task("t")
+    async def t(payload: Any) -> Any:
+        ran.append(payload)
+        return payload
+
+    return worker, store, ran
+
+
+async def test_run_invocation_runs_a_prompt_event_without_listing_and_drains_otherwise() -> None:
+    worker, store, ran = await _memory_worker()
+    queue = worker.queue
+    first = await queue.submit("t", 1)
+    await queue.submit("t", 2)  # its event was lost
+    key = queue.layout.ready_for(first)
+
+    lists = store.request_counts.get("list", 0)
+    result = await run_invocation(worker, [key, key, "tasks/0/not-a-marker.json"], remaining_seconds=lambda: 900.0)
+    assert isinstance(result, InvocationResult)
+    assert result.ready_keys == 1 and result.drained is False and result.counters.get("completed") == 1
+    assert result.queue_lag_ms is not None and result.queue_lag_ms >= 0
+    assert ran == [1] and store.request_counts.get("list", 0) == lists  # just the task it names: no LIST
+
+    # an event that names no task: poll the shards ("drain")
+    result = await run_invocation(worker, [], remaining_seconds=lambda: 900.0)
+    assert result.drained is True and result.ready_keys == 0 and result.queue_lag_ms is None
+    assert result.counters.get("completed") == 1 and ran == [1, 2]
+
+    # a prompt event whose oldest task has waited longer than drain_lag_seconds drains too
+    late = await queue.submit("t", 3)
+    await queue.submit("t", 4)
+    await asyncio.sleep(0.05)
+    result = await run_invocation(worker, [queue.layout.ready_for(late)], remaining_seconds=lambda: 900.0,
+                                  drain_lag_seconds=0)
+    assert result.drained is True and result.counters.get("completed") == 2 and sorted(ran) == [1, 2, 3, 4]
+
+
+async def test_run_invocation_waits_only_for_tasks_due_within_wait_for_due_seconds() -> None:
+    worker, store, ran = await _memory_worker()
+    queue = worker.queue
+    soon = await queue.submit("t", "soon", schedule_at=await queue.time() + timedelta(seconds=1))
+    later = await queue.submit("t", "later", schedule_at=await queue.time() + timedelta(seconds=60))
+    lists = store.request_counts.get("list", 0)
+
+    # due in a minute: not waited for, nothing runs, no LIST (the monitor re-announces it)
+    result = await run_invocation(worker, [queue.layout.ready_for(later)], remaining_seconds=lambda: 900.0)
+    assert result == InvocationResult({}, 0, 1, False) and ran == []
+    # due in a second, but the invocation has no time for the wait: nothing either
+    result = await run_invocation(worker, [queue.layout.ready_for(soon)], remaining_seconds=lambda: 10.5,
+                                  safety_margin_seconds=10)
+    assert result.counters == {} and ran == []
+    assert store.request_counts.get("list", 0) == lists
+
+    started = time.monotonic()
+    result = await run_invocation(worker, [queue.layout.ready_for(soon)], remaining_seconds=lambda: 900.0)
+    assert result.counters.get("completed") == 1 and ran == ["soon"] and not result.drained
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_run_invocation_checks_its_settings() -> None:
+    worker, _, _ = await _memory_worker()
+    for name in ("safety_margin_seconds", "wait_for_due_seconds", "drain_lag_seconds"):
+        with pytest.raises(ValidationError, match=name):
+            await run_invocation(worker, [], remaining_seconds=lambda: 900.0, **{name: -1})
+    with pytest.raises(ValidationError, match="max_concurrency"):
+        await run_invocation(worker, [], remaining_seconds=lambda: 900.0, max_concurrency=0)
+
+
 # ------------------------------------------------------------------- monitor handler
 @pytest.mark.s3
 def test_monitor_recovers_the_lease_of_a_killed_invocation(
@@ -420,11 +616,11 @@ def test_monitor_recovers_the_lease_of_a_killed_invocation(
     async def submit_and_abandon(q: Queue) -> tuple[str, Lease]:
         task = await q.submit("record", {"n": "crashy"}, retry_policy=policy, timeout_seconds=30)
         now = await q.time()
-        marker = next(m for m in await q._due_markers(task.shard, now, 100) if m.task_id == task.id)
-        lease = await q._claim(marker, "killed-invocation", 2, now)
+        marker = next(m for m in await q.protocol.due_markers(task.shard, now, 100) if m.task_id == task.id)
+        lease = await q.protocol.claim(marker, "killed-invocation", 2, now)
         assert isinstance(lease, Lease)
         # one heartbeat moved the task to the lease index, then the invocation was killed
-        await q.store.delete_many(await q._extend(lease, 2))
+        await q.store.delete_many(await q.protocol.extend(lease, 2))
         assert await ready_keys(q) == []
         return task.id, lease
 
@@ -488,7 +684,7 @@ def test_scheduler_fires_a_due_schedule_once_even_when_invoked_twice(
             enabled=True, created_at=created,
         )
         body = json.dumps(schedule.to_dict()).encode()
-        await q.store.put(q.schedule_keys.definition(schedule.id), body, if_none_match=True)
+        await q.store.put(q.schedules.layout.schedule_def(schedule.id), body, if_none_match=True)
         return schedule
 
     with_queue(lambda_env, create)
@@ -531,6 +727,27 @@ def test_settings_are_parsed_once_per_environment_and_checked(monkeypatch: pytes
     monkeypatch.setenv("BUQUET_WORKER", "no-colon")
     with pytest.raises(ConfigurationError, match="module:attribute"):
         _common.settings()
+    monkeypatch.setenv("BUQUET_LEASE_SECONDS", "nan")  # buquet.config's parser rejects NaN and inf
+    with pytest.raises(ConfigurationError, match="BUQUET_LEASE_SECONDS"):
+        _common.parse_settings({"BUQUET_LEASE_SECONDS": "nan"})
+
+
+def test_settings_defaults_are_the_library_defaults() -> None:
+    from buquet import config
+
+    cfg = _common.parse_settings({})
+    assert (cfg.safety_margin_seconds, cfg.max_concurrency, cfg.lease_seconds) == (
+        config.DEFAULT_SAFETY_MARGIN_SECONDS, config.DEFAULT_MAX_CONCURRENCY, config.DEFAULT_LEASE_SECONDS)
+    assert (cfg.wait_for_due_seconds, cfg.drain_lag_seconds, cfg.stall_seconds) == (
+        config.DEFAULT_WAIT_FOR_DUE_SECONDS, config.DEFAULT_DRAIN_LAG_SECONDS, config.DEFAULT_STALL_SECONDS)
+    assert cfg.shard_count is None and cfg.worker_spec is None and cfg.prefix == ""
+    # the worker handler hands exactly these to run_invocation
+    assert cfg.invocation_options() == {
+        "safety_margin_seconds": 10.0, "wait_for_due_seconds": 5.0, "drain_lag_seconds": 30.0,
+        "max_concurrency": 8, "lease_seconds": 30.0,
+    }
+    with pytest.raises(ConfigurationError, match="BUQUET_SHARD_COUNT"):
+        _common.parse_settings({"BUQUET_SHARD_COUNT": str(config.MAX_SHARD_COUNT + 1)})
 
 
 def test_worker_factory_must_be_a_callable_returning_a_worker() -> None:
@@ -547,13 +764,73 @@ def test_worker_factory_must_be_a_callable_returning_a_worker() -> None:
     async def not_a_worker() -> str:
         return "nope"
 
-    with pytest.raises(ConfigurationError, match="returned str"):
-        _common.run_fresh(_common.build_worker(not_a_worker))
+    with pytest.raises(ConfigurationError, match="BUQUET_WORKER factory returned str"):
+        _common.run_fresh(build_worker(not_a_worker, name="BUQUET_WORKER"))
+    with pytest.raises(ConfigurationError, match="module:attribute"):
+        _common.load_factory("no-colon")
+
+
+def not_a_worker_factory() -> str:
+    """A sync "factory" that returns something else (``buquet worker`` must say so)."""
+    return "nope"
+
+
+def test_one_import_path_loader_for_the_cli_and_the_lambdas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_spec("pkg.mod:attr.sub") == ("pkg.mod", ["attr", "sub"])
+    assert parse_spec("  pkg:attr \n") == ("pkg", ["attr"])
+    for bad in ("no-colon", ":attr", "mod:", "a..b:c", "mod:a.", "mod:a-b", "mod:a:b", "a b:c", "", 5, None):
+        with pytest.raises(ValidationError, match="MY_WORKER: must be"):
+            parse_spec(bad, name="MY_WORKER")
+    with pytest.raises(ValidationError) as info:
+        load_object("no-colon")
+    assert info.value.field == "spec"
+
+    assert load_object("tests.test_lambdas:make_worker") is make_worker
+    assert load_object("tests.test_lambdas:FakeContext.function_name", name="X") == "buquet-test-fn"
+    with pytest.raises(ConfigurationError, match=r"^X='no_such_module_xyz:m': cannot import module 'no_such_module_xyz': No module"):
+        load_object("no_such_module_xyz:m", name="X")
+    with pytest.raises(ConfigurationError, match=r"'tests.test_lambdas' has no attribute 'missing'"):
+        load_object("tests.test_lambdas:missing")
+    with pytest.raises(ConfigurationError, match=r"'tests.test_lambdas.FakeContext' has no attribute 'nope'"):
+        load_object("tests.test_lambdas:FakeContext.nope")
+
+    with pytest.raises(ConfigurationError, match="is int, not a buquet.Worker or a factory of one"):
+        load_worker_factory("tests.test_lambdas:NOT_A_FACTORY", allow_worker=True)
+    assert load_worker_factory("tests.test_lambdas:not_a_worker_factory") is not_a_worker_factory
+
+    async def build_each() -> None:
+        w = Worker(await connect(store=MemoryStore()), "w", ["0"])
+        assert await build_worker(w) is w  # a Worker as it is
+        assert await build_worker(lambda: w) is w  # a plain factory
+        built = await build_worker(make_worker)  # an async one
+        assert built.worker_id == "test-local" and "record" in built.task_types
+        with pytest.raises(ConfigurationError, match="the Worker factory returned str"):
+            await build_worker(not_a_worker_factory)
+        with pytest.raises(ConfigurationError, match="is int, not a Worker factory"):
+            await build_worker(42)  # type: ignore[arg-type]
+
+    monkeypatch.delenv("S3_BUCKET", raising=False)
+    monkeypatch.setenv("BUQUET_LOCAL_DIR", str(tmp_path / "q"))  # make_worker's connect()
+    asyncio.run(build_each())
+
+
+def test_buquet_worker_command_uses_the_same_loader() -> None:
+    from click.testing import CliRunner
+
+    from buquet.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["worker", "no-colon"])
+    assert r.exit_code == 2 and "must be module:attribute" in r.output
+    r = runner.invoke(cli, ["worker", "no_such_module_xyz:make"])
+    assert r.exit_code == 2 and "cannot import module 'no_such_module_xyz'" in r.output
+    r = runner.invoke(cli, ["worker", "tests.test_lambdas:NOT_A_FACTORY"])
+    assert r.exit_code == 2 and "is int, not a buquet.Worker or a factory of one" in r.output
+    r = runner.invoke(cli, ["worker", "tests.test_lambdas:not_a_worker_factory"])
+    assert r.exit_code == 1 and "the WORKER factory returned str, not a buquet.Worker" in r.output
 
 
 def test_a_worker_object_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from buquet import MemoryStore
-
     async def build() -> Worker:
         return Worker(await connect(store=MemoryStore()), "w", ["0"])
 
@@ -571,11 +848,13 @@ def test_worker_handler_without_a_worker_spec_fails_loudly(monkeypatch: pytest.M
 
 
 def test_task_id_filter_and_invocation_worker_id() -> None:
-    record = logging.LogRecord("buquet.worker", logging.INFO, __file__, 1, "task %s: completed", ("0" * 12 + "a" * 20,), None)
-    assert _common.TaskIdFilter().filter(record) and record.task_id == "0" * 12 + "a" * 20  # type: ignore[attr-defined]
-    plain = logging.LogRecord("buquet.worker", logging.INFO, __file__, 1, "no id here", (), None)
-    _common.TaskIdFilter().filter(plain)
-    assert not hasattr(plain, "task_id")
+    task_id = "0193a4f2-7c1e-7d2a-9b3c-4d5e6f708192"  # task ids are UUID strings
+    record = logging.LogRecord("buquet.worker", logging.INFO, __file__, 1, "task %s: completed", (task_id,), None)
+    assert _common.TaskIdFilter().filter(record) and record.task_id == task_id  # type: ignore[attr-defined]
+    for message in ("no id here", "request 8f5c2b1e-0000-4000-8000-000000000001-extra", "hex " + "a" * 32):
+        plain = logging.LogRecord("buquet.worker", logging.INFO, __file__, 1, message, (), None)
+        _common.TaskIdFilter().filter(plain)
+        assert not hasattr(plain, "task_id"), message
     assert lambdas.invocation_worker_id() == "lambda-local"
     token = lambdas.current_request_id.set("8f5c2b1e-0000-4000-8000-000000000001")
     try:

@@ -1,6 +1,6 @@
 """Schedule storage: definitions, run state and the per-slot ledger, all in the bucket.
 
-Keys come from :class:`~buquet._keys.KeyLayout`: ``schedules/defs/<id>.json`` (the
+Keys come from :class:`~buquet.keys.KeyLayout`: ``schedules/defs/<id>.json`` (the
 :class:`Schedule`; If-None-Match to create, If-Match to change),
 ``schedules/runs/<id>.json`` (the :class:`RunState`: slot cursor and last run; If-Match)
 and ``schedules/slots/<id>/<YYYYMMDDTHHMMSSZ>.json`` (the ledger: created with
@@ -307,7 +307,7 @@ class ScheduleStore:
 
     Attributes:
         runs: the :class:`ScheduleRuns` (run state, slot ledger, slot tasks).
-        layout: the bucket's :class:`~buquet._keys.KeyLayout`.
+        layout: the bucket's :class:`~buquet.keys.KeyLayout`.
     """
 
     def __init__(self, protocol: TaskProtocol) -> None:

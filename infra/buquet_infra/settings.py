@@ -49,20 +49,48 @@ key                                default    meaning
 ``buquet:bundle``                  true       ``false``: a placeholder code asset, for fast
                                               template tests (the functions would not run)
 =================================  =========  ==============================================
+
+The defaults of the library's own settings (shard count, concurrency, lease, margins,
+waits, stall) are :mod:`buquet.config`'s ``DEFAULT_*`` constants, shared with the
+library, the CLI and the handlers' environment parsing; the table shows their values.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+try:
+    try:
+        from buquet import config
+    except ModuleNotFoundError as exc:  # not installed here: the library of this checkout
+        if exc.name != "buquet":
+            raise
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from buquet import config
+except ModuleNotFoundError as exc:
+    raise ImportError(
+        "the CDK app takes its defaults and IAM key prefixes from the buquet library, which "
+        f"needs {exc.name!r} here: install it (pip install -e .. in infra/)"
+    ) from exc
+from buquet.keys import KeyLayout  # the bucket's key layout (IAM prefixes, notification filter)
 
 DEMO_WORKER = "lambdas.demo:make_worker"
 _SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Characters a key prefix may hold: no IAM wildcards (* ?) or policy variables ($).
 _PREFIX = re.compile(r"^[A-Za-z0-9!\-_.'()/ ]*$")
 _STACK = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+
+
+def _whole(value: float) -> int:
+    """A :mod:`buquet.config` default as the whole number of seconds the context and
+    the functions' environment use (``30.0`` → ``30``, so ``"30"`` in the template)."""
+    if value != int(value):
+        raise ValueError(f"buquet.config default {value!r} is not a whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,7 @@ class DeploySettings:
     worker_spec: str = DEMO_WORKER
     app_path: Path | None = None
     prefix: str = ""
-    shard_count: int = 4
+    shard_count: int = config.DEFAULT_SHARD_COUNT
     architecture: str = "arm64"
     worker_memory: int = 1024
     worker_timeout: int = 900
@@ -83,12 +111,12 @@ class DeploySettings:
     scheduler_memory: int = 256
     monitor_memory: int = 256
     monitor_interval_minutes: int = 1
-    max_concurrency: int = 8
-    lease_seconds: int = 30
-    safety_margin_seconds: int = 10
-    wait_for_due_seconds: int = 5
-    drain_lag_seconds: int = 30
-    stall_seconds: int = 60
+    max_concurrency: int = config.DEFAULT_MAX_CONCURRENCY
+    lease_seconds: int = _whole(config.DEFAULT_LEASE_SECONDS)
+    safety_margin_seconds: int = _whole(config.DEFAULT_SAFETY_MARGIN_SECONDS)
+    wait_for_due_seconds: int = _whole(config.DEFAULT_WAIT_FOR_DUE_SECONDS)
+    drain_lag_seconds: int = _whole(config.DEFAULT_DRAIN_LAG_SECONDS)
+    stall_seconds: int = _whole(config.DEFAULT_STALL_SECONDS)
     log_retention_days: int = 30
     metrics_namespace: str = "buquet"
     task_expiration_days: int | None = None
@@ -97,8 +125,9 @@ class DeploySettings:
 
     @property
     def ready_prefix(self) -> str:
-        """The key prefix the worker's S3 notification filters on."""
-        return f"{self.prefix}ready/"
+        """The key prefix the worker's S3 notification filters on (the layout's
+        ``ready_root()``)."""
+        return KeyLayout(self.prefix).ready_root()
 
 
 def _bool(key: str, raw: Any) -> bool:
@@ -191,7 +220,7 @@ def from_context(get: Callable[[str], Any], cwd: Path | None = None) -> DeploySe
     take("worker", "worker_spec", text(_SPEC, "module:attribute, e.g. myapp.tasks:make_worker"))
     take("appPath", "app_path", path)
     take("prefix", "prefix", prefix)
-    take("shardCount", "shard_count", _int(1, 256))
+    take("shardCount", "shard_count", _int(1, config.MAX_SHARD_COUNT))
     take("architecture", "architecture", arch)
     take("workerMemory", "worker_memory", _int(128, 10240))
     take("workerTimeout", "worker_timeout", _int(30, 900))

@@ -44,23 +44,50 @@ from constructs import Construct
 from . import bundle as bundling
 from .settings import DeploySettings
 
+# after .settings, which makes the library importable from this checkout if need be
+from buquet.keys import KeyLayout  # noqa: E402,I001
+
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 #: scheduler.py prunes ledger entries older than 2 days; the lifecycle rule is a backstop
 SLOT_LEDGER_EXPIRATION_DAYS = 7
 
 
 # ------------------------------------------------------------------------ IAM (pure)
-def _objects(bucket_arn: str, prefix: str, paths: list[str]) -> list[str]:
-    return [f"{bucket_arn}/{prefix}{p}" for p in paths]
+def _parent(key: str, leaf: str) -> str:
+    if not key.endswith(leaf):
+        raise AssertionError(f"unexpected key layout: {key!r} does not end with {leaf!r}")
+    return key[: -len(leaf)]
 
 
-def _list(bucket_arn: str, prefix: str, paths: list[str], sid: str) -> list[iam.PolicyStatement]:
+def key_paths(prefix: str) -> dict[str, str]:
+    """The IAM resource paths (object keys or ``<prefix>*`` patterns) of the bucket's
+    key layout under ``prefix``, by name, all derived from
+    :class:`buquet.keys.KeyLayout` so policies cannot drift from the keys the library
+    writes: ``config`` (the one key), ``tasks``, ``ready``, ``leases``, ``schedules``
+    (each ``<iam prefix>*``), and the schedule sub-directories ``schedule_defs``,
+    ``schedule_runs``, ``schedule_slots``."""
+    layout = KeyLayout(prefix)
+    top = layout.iam_prefixes()
+    paths = {name: (p if name == "config" else f"{p}*") for name, p in top.items()}
+    subdirs = {
+        "schedule_defs": layout.schedule_defs_prefix(),
+        "schedule_runs": _parent(layout.schedule_run("x"), "x.json"),
+        "schedule_slots": _parent(layout.schedule_slots_prefix("x"), "x/"),
+    }
+    for name, p in subdirs.items():
+        if not p.startswith(top["schedules"]):
+            raise AssertionError(f"unexpected key layout: {name} {p!r} is not under {top['schedules']!r}")
+        paths[name] = f"{p}*"
+    return paths
+
+
+def _list(bucket_arn: str, patterns: list[str], sid: str) -> list[iam.PolicyStatement]:
     return [
         iam.PolicyStatement(
             sid=f"{sid}ListPrefixes",
             actions=["s3:ListBucket"],
             resources=[bucket_arn],
-            conditions={"StringLike": {"s3:prefix": [f"{prefix}{p}" for p in paths]}},
+            conditions={"StringLike": {"s3:prefix": patterns}},
         ),
         iam.PolicyStatement(
             # HeadBucket (the store's clock, from its Date header) has no prefix and is
@@ -76,15 +103,19 @@ def _list(bucket_arn: str, prefix: str, paths: list[str], sid: str) -> list[iam.
 def _statements(
     bucket_arn: str, prefix: str, sid: str, *, get: list[str], put: list[str], delete: list[str], list_: list[str]
 ) -> list[iam.PolicyStatement]:
+    """Allow statements for the named :func:`key_paths` of ``prefix``."""
+    paths = key_paths(prefix)
+
+    def objects(names: list[str]) -> list[str]:
+        return [f"{bucket_arn}/{paths[n]}" for n in names]
+
     out = [
-        iam.PolicyStatement(sid=f"{sid}Get", actions=["s3:GetObject"], resources=_objects(bucket_arn, prefix, get)),
-        iam.PolicyStatement(sid=f"{sid}Put", actions=["s3:PutObject"], resources=_objects(bucket_arn, prefix, put)),
+        iam.PolicyStatement(sid=f"{sid}Get", actions=["s3:GetObject"], resources=objects(get)),
+        iam.PolicyStatement(sid=f"{sid}Put", actions=["s3:PutObject"], resources=objects(put)),
     ]
     if delete:
-        out.append(
-            iam.PolicyStatement(sid=f"{sid}Delete", actions=["s3:DeleteObject"], resources=_objects(bucket_arn, prefix, delete))
-        )
-    return out + _list(bucket_arn, prefix, list_, sid)
+        out.append(iam.PolicyStatement(sid=f"{sid}Delete", actions=["s3:DeleteObject"], resources=objects(delete)))
+    return out + _list(bucket_arn, [paths[n] for n in list_], sid)
 
 
 def worker_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement]:
@@ -98,10 +129,10 @@ def worker_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement]
     """
     return _statements(
         bucket_arn, prefix, "Worker",
-        get=["config.json", "tasks/*", "ready/*"],
-        put=["tasks/*", "ready/*", "leases/*"],
-        delete=["ready/*", "leases/*"],
-        list_=["ready/*"],
+        get=["config", "tasks", "ready"],
+        put=["tasks", "ready", "leases"],
+        delete=["ready", "leases"],
+        list_=["ready"],
     )
 
 
@@ -114,10 +145,10 @@ def monitor_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement
     """
     return _statements(
         bucket_arn, prefix, "Monitor",
-        get=["config.json", "tasks/*", "ready/*"],
-        put=["config.json", "tasks/*", "ready/*"],
-        delete=["leases/*"],
-        list_=["leases/*", "ready/*"],
+        get=["config", "tasks", "ready"],
+        put=["config", "tasks", "ready"],
+        delete=["leases"],
+        list_=["leases", "ready"],
     )
 
 
@@ -132,10 +163,10 @@ def scheduler_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStateme
     """
     return _statements(
         bucket_arn, prefix, "Scheduler",
-        get=["config.json", "schedules/*", "tasks/*"],
-        put=["config.json", "schedules/runs/*", "schedules/slots/*", "tasks/*", "ready/*"],
-        delete=["schedules/slots/*"],
-        list_=["schedules/defs/*", "schedules/slots/*"],
+        get=["config", "schedules", "tasks"],
+        put=["config", "schedule_runs", "schedule_slots", "tasks", "ready"],
+        delete=["schedule_slots"],
+        list_=["schedule_defs", "schedule_slots"],
     )
 
 
@@ -147,10 +178,10 @@ def client_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement]
     is the functions' job."""
     return _statements(
         bucket_arn, prefix, "Client",
-        get=["config.json", "tasks/*", "ready/*", "schedules/*"],
-        put=["config.json", "tasks/*", "ready/*", "schedules/defs/*", "schedules/runs/*"],
-        delete=["schedules/*"],
-        list_=["tasks/*", "ready/*", "schedules/*"],
+        get=["config", "tasks", "ready", "schedules"],
+        put=["config", "tasks", "ready", "schedule_defs", "schedule_runs"],
+        delete=["schedules"],
+        list_=["tasks", "ready", "schedules"],
     )
 
 
@@ -160,10 +191,10 @@ def long_lived_worker_statements(bucket_arn: str, prefix: str) -> list[iam.Polic
     and creating ``config.json``."""
     return _statements(
         bucket_arn, prefix, "LongLivedWorker",
-        get=["config.json", "tasks/*", "ready/*"],
-        put=["config.json", "tasks/*", "ready/*", "leases/*"],
-        delete=["ready/*", "leases/*"],
-        list_=["ready/*", "leases/*"],
+        get=["config", "tasks", "ready"],
+        put=["config", "tasks", "ready", "leases"],
+        delete=["ready", "leases"],
+        list_=["ready", "leases"],
     )
 
 
@@ -183,18 +214,21 @@ class BuquetStack(cdk.Stack):
         self.settings = cfg
 
         # ------------------------------------------------------------ bucket
+        paths = key_paths(cfg.prefix)
         lifecycle = [
             s3.LifecycleRule(id="AbortIncompleteUploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(1)),
             s3.LifecycleRule(
                 id="ExpireScheduleSlotLedger",
-                prefix=f"{cfg.prefix}schedules/slots/",
+                prefix=paths["schedule_slots"].removesuffix("*"),
                 expiration=cdk.Duration.days(SLOT_LEDGER_EXPIRATION_DAYS),
             ),
         ]
         if cfg.task_expiration_days:
             lifecycle.append(
                 s3.LifecycleRule(
-                    id="ExpireTasks", prefix=f"{cfg.prefix}tasks/", expiration=cdk.Duration.days(cfg.task_expiration_days)
+                    id="ExpireTasks",
+                    prefix=paths["tasks"].removesuffix("*"),
+                    expiration=cdk.Duration.days(cfg.task_expiration_days),
                 )
             )
         self.bucket = s3.Bucket(
@@ -396,6 +430,7 @@ def _retention(days: int) -> logs.RetentionDays:
 __all__ = [
     "BuquetStack",
     "client_statements",
+    "key_paths",
     "long_lived_worker_statements",
     "monitor_statements",
     "scheduler_statements",

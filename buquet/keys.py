@@ -15,7 +15,7 @@ enough for year 9999), so keys sort by time. The infrastructure code (``infra/``
 derives its IAM resource prefixes from :data:`TOP_LEVEL_DIRS` and
 :meth:`KeyLayout.iam_prefixes`, so policies cannot drift from this layout.
 
-Internal module: the public names are re-exported where users need them.
+A public module: `infra/` (IAM policies, the notification filter) and tools import it.
 """
 
 from __future__ import annotations

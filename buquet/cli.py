@@ -7,7 +7,6 @@ Configuration comes from flags or the same environment variables as
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import logging
@@ -18,11 +17,12 @@ from typing import Any
 import click
 
 from . import _validate as v
+from . import config as cfg
 from .cli_common import check, open_queue, parse_json_option, parse_retry_policy, run_async, table
 from .cli_schedules import schedule_group, scheduler_command
 from .models import Task, TaskStatus
 from .queue import validate_submit
-from .worker import Worker, WorkerRunOptions
+from .worker import WorkerRunOptions
 
 
 def _task_json(task: Task) -> str:
@@ -50,42 +50,32 @@ def cli(ctx: click.Context, bucket: str | None, endpoint: str | None, region: st
     ctx.obj = {"bucket": bucket, "endpoint": endpoint, "region": region, "local_dir": local_dir, "prefix": prefix}
 
 
-def _load_worker(spec: str) -> Worker:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise click.BadParameter("must be module:attribute, e.g. myapp.tasks:worker", param_hint="WORKER")
-    sys.path.insert(0, os.getcwd())
+def _load_worker(spec: str) -> Any:
+    """The Worker, or Worker factory, that WORKER names (see :mod:`buquet.imports`);
+    modules are imported from the current directory too. A usage error otherwise."""
+    from .errors import ConfigurationError, ValidationError
+    from .imports import load_worker_factory
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="WORKER") from None
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}", param_hint="WORKER")
-    if callable(obj) and not isinstance(obj, Worker):
-        obj = obj()
-    if hasattr(obj, "__await__"):
-        obj = run_async(_awaited(obj))
-    if not isinstance(obj, Worker):
-        raise click.BadParameter(f"{spec} is {type(obj).__name__}, not a buquet.Worker (or a factory of one)", param_hint="WORKER")
-    return obj
-
-
-async def _awaited(obj: Any) -> Any:
-    return await obj
+        return load_worker_factory(spec, allow_worker=True)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.rule, param_hint="WORKER") from None
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="WORKER") from None
 
 
 @cli.command()
 @click.argument("worker_spec", metavar="WORKER")
-@click.option("--concurrency", default=8, show_default=True, help="Tasks in flight at once.")
-@click.option("--poll-interval-ms", default=500, show_default=True, help="Idle poll interval (doubles while idle).")
-@click.option("--max-poll-interval-ms", default=5000, show_default=True, help="Cap of the idle backoff.")
-@click.option("--lease-seconds", default=30.0, show_default=True, help="Lease (visibility timeout) per claim.")
+@click.option("--concurrency", default=cfg.DEFAULT_MAX_CONCURRENCY, show_default=True, help="Tasks in flight at once.")
+@click.option("--poll-interval-ms", default=cfg.DEFAULT_POLL_INTERVAL_MS, show_default=True, help="Idle poll interval (doubles while idle).")
+@click.option("--max-poll-interval-ms", default=cfg.DEFAULT_MAX_POLL_INTERVAL_MS, show_default=True, help="Cap of the idle backoff.")
+@click.option("--lease-seconds", default=cfg.DEFAULT_LEASE_SECONDS, show_default=True, help="Lease (visibility timeout) per claim.")
 @click.option("--no-monitor", is_flag=True, help="Do not run lease recovery in this process.")
-@click.option("--monitor-interval-seconds", default=10.0, show_default=True, help="Lease recovery period.")
-@click.option("--shutdown-grace-seconds", default=30.0, show_default=True, help="On SIGTERM, time for in-flight tasks.")
+@click.option("--monitor-interval-seconds", default=cfg.DEFAULT_MONITOR_INTERVAL_SECONDS, show_default=True, help="Lease recovery period.")
+@click.option("--shutdown-grace-seconds", default=cfg.DEFAULT_SHUTDOWN_GRACE_SECONDS, show_default=True, help="On SIGTERM, time for in-flight tasks.")
 @click.option("--with-scheduler", is_flag=True, help="Also fire due cron schedules in this process.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
 @click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
@@ -94,10 +84,11 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
            with_scheduler: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
     """Run a Worker defined in your code as module:attribute.
 
-    The attribute is a buquet.Worker, or a function (sync or async) returning one.
-    Its queue comes from your code; the global flags are not used for it.
+    The attribute is a buquet.Worker, or a function (sync or async) returning one,
+    called inside the worker's event loop. Its queue comes from your code; the global
+    flags are not used for it.
     """
-    w = _load_worker(worker_spec)
+    source = _load_worker(worker_spec)
     opts = WorkerRunOptions(
         poll_interval_ms=poll_interval_ms, max_poll_interval_ms=max(max_poll_interval_ms, poll_interval_ms),
         max_concurrency=concurrency, lease_seconds=lease_seconds,
@@ -106,14 +97,22 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
         with_scheduler=with_scheduler,
     )
     logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
-    run_async(w.run(opts))
+
+    async def go() -> None:
+        from .imports import build_worker
+
+        # a factory runs in the loop the worker runs in: its Queue's connections belong to it
+        w = await build_worker(source, name="WORKER")
+        await w.run(opts)
+
+    run_async(go())
 
 
 @cli.command()
 @click.argument("task_type")
 @click.argument("input_json", metavar="INPUT", default="null")
-@click.option("--timeout-seconds", default=300, show_default=True)
-@click.option("--max-retries", default=3, show_default=True)
+@click.option("--timeout-seconds", default=cfg.DEFAULT_TIMEOUT_SECONDS, show_default=True)
+@click.option("--max-retries", default=cfg.DEFAULT_MAX_RETRIES, show_default=True)
 @click.option("--schedule-at", default=None, help="RFC 3339 time, e.g. 2026-12-01T09:00:00Z.")
 @click.option("--retry-policy", default=None, help='JSON, e.g. {"initial_interval_ms":500}.')
 @click.option("--wait", "wait_seconds", type=float, default=None, help="Wait up to N seconds for the result.")

@@ -9,7 +9,7 @@ import json
 import logging
 import random
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
@@ -29,7 +29,6 @@ from buquet import (
 from buquet import _transitions as tr
 from buquet._tasks import Lease
 from buquet.errors import CorruptObject
-from buquet.storage.base import ObjectInfo, StoredObject
 from tests.conftest import FakeClock
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -14,13 +14,15 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import _transitions as tr
 from . import _validate as v
+from .config import PAYLOAD_THRESHOLD_BYTES
+from .context import TaskContext, wants_context
 from ._loops import DeleteBatcher
 from ._tasks import Lease, TaskProtocol
-from .errors import LeaseLost, PermanentError, RetryableError, StorageError, ValidationError
+from .errors import LeaseLost, PermanentError, RescheduleError, RetryableError, StorageError, ValidationError
 
 log = logging.getLogger("buquet.worker")
 
@@ -66,15 +68,17 @@ def failure_of(outcome: Outcome, timeout_seconds: int) -> tuple[str, bool, str |
     return text, not isinstance(original, PermanentError), tr.format_traceback(original)
 
 
-async def call_handler(handler: Handler, payload: Any) -> Any:
-    """Run ``handler(payload)``: coroutine functions in the loop, plain functions in a
-    daemon thread. Exceptions that would otherwise tear down the event loop
-    (``SystemExit``, ``KeyboardInterrupt``) and a handler's own cancellation come back
-    as :class:`HandlerExit`; only a cancellation of this call itself propagates."""
+async def call_handler(handler: Handler, payload: Any, ctx: TaskContext | None = None) -> Any:
+    """Run ``handler(payload)`` — ``handler(payload, ctx)`` when ``ctx`` is given:
+    coroutine functions in the loop, plain functions in a daemon thread. Exceptions
+    that would otherwise tear down the event loop (``SystemExit``,
+    ``KeyboardInterrupt``) and a handler's own cancellation come back as
+    :class:`HandlerExit`; only a cancellation of this call itself propagates."""
+    args = (payload,) if ctx is None else (payload, ctx)
     try:
         if inspect.iscoroutinefunction(handler):
-            return await handler(payload)
-        result = await _in_daemon_thread(handler, payload)
+            return await handler(*args)
+        result = await _in_daemon_thread(handler, *args)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -85,6 +89,43 @@ async def call_handler(handler: Handler, payload: Any) -> Any:
         raise HandlerExit(exc) from exc
     except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
         raise HandlerExit(exc) from exc
+
+
+class Hooks:
+    """The worker's lifecycle hooks (one each; sync or async). Their exceptions are
+    logged and swallowed."""
+
+    def __init__(self) -> None:
+        self.on_startup: Callable[[], Any] | None = None
+        self.on_shutdown: Callable[[], Any] | None = None
+        self.on_success: Callable[[Any], Any] | None = None
+        self.on_error: Callable[[Any, str], Any] | None = None
+
+    async def _call(self, name: str, fn: Callable[..., Any] | None, *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - a hook never breaks the worker
+            log.exception("%s hook raised; ignored", name)
+
+    async def startup(self) -> None:
+        """Call ``on_startup()``."""
+        await self._call("on_startup", self.on_startup)
+
+    async def shutdown(self) -> None:
+        """Call ``on_shutdown()``."""
+        await self._call("on_shutdown", self.on_shutdown)
+
+    async def success(self, task: Any) -> None:
+        """Call ``on_success(task)`` (the claimed snapshot) once the completion is stored."""
+        await self._call("on_success", self.on_success, task)
+
+    async def error(self, task: Any, error: str) -> None:
+        """Call ``on_error(task, error)`` before a failed attempt is written."""
+        await self._call("on_error", self.on_error, task, error)
 
 
 class AttemptRunner:
@@ -102,7 +143,8 @@ class AttemptRunner:
 
     def __init__(
         self, protocol: TaskProtocol, worker_id: str, handlers: dict[str, Handler], deleter: DeleteBatcher,
-        count: Callable[[str], None], skip: dict[str, Any],
+        count: Callable[[str], None], skip: dict[str, Any], hooks: "Hooks | None" = None,
+        check_input: Callable[[str, Any], Awaitable[None]] | None = None,
     ) -> None:
         self.protocol = protocol
         self.worker_id = worker_id
@@ -110,6 +152,25 @@ class AttemptRunner:
         self.deleter = deleter
         self.count = count
         self.skip = skip
+        self.hooks = hooks or Hooks()
+        self.check_input = check_input
+
+    async def _prepare(self, lease: Lease) -> tuple[Any, Outcome | None]:
+        """The handler's input (loaded from its payload object when offloaded) and,
+        when the attempt must not run, its outcome (a schema rejection or a lost
+        payload: a permanent failure)."""
+        task = lease.task
+        payload = task.input
+        try:
+            if task.input_ref is not None:
+                payload = await self.protocol.read_payload(task.input_ref)
+            if self.check_input is not None:
+                await self.check_input(task.task_type, payload)
+        except ValidationError as exc:  # SchemaValidationError included
+            return payload, Outcome(OutcomeKind.RAISED, PermanentError(str(exc)))
+        except StorageError as exc:
+            return payload, Outcome(OutcomeKind.RAISED, exc)  # retryable: the store may come back
+        return payload, None
 
     async def execute(self, lease: Lease, lease_seconds: float) -> None:
         """Run the task's handler under ``lease``, renewing it every third of
@@ -120,7 +181,13 @@ class AttemptRunner:
         log.info("task %s (%s): attempt %d started", task.id, task.task_type, task.attempt)
         stop_beats = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(lease, lease_seconds, stop_beats))
-        call = asyncio.ensure_future(call_handler(handler, task.input))
+        payload, refused = await self._prepare(lease)
+        if refused is not None:
+            await self._end_heartbeat(heartbeat, stop_beats)
+            await self.record(lease, refused)
+            return
+        ctx = TaskContext(self.protocol, lease) if wants_context(handler) else None
+        call = asyncio.ensure_future(call_handler(handler, payload, ctx))
         try:
             done, _ = await asyncio.wait({call, heartbeat}, timeout=task.timeout_seconds,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -182,7 +249,7 @@ class AttemptRunner:
         if outcome.kind == OutcomeKind.RAISED:
             exc = outcome.value
             shown = exc.original if isinstance(exc, HandlerExit) else exc
-            if not isinstance(shown, (RetryableError, PermanentError)):
+            if not isinstance(shown, (RetryableError, PermanentError, RescheduleError, StorageError)):
                 log.error("task %s (%s): attempt %d raised", task.id, task.task_type, task.attempt, exc_info=shown)
         for attempt in range(RECORD_ATTEMPTS):
             try:
@@ -207,17 +274,32 @@ class AttemptRunner:
         task = lease.task
         if outcome.kind == OutcomeKind.RETURNED:
             try:
-                v.json_value(outcome.value, "output")
+                encoded = v.json_value(outcome.value, "output")
             except ValidationError as exc:
-                keys = await self.protocol.fail(lease, f"result is not JSON: {exc}", retryable=False)
+                error = f"Failed to convert output: {exc}"
+                await self.hooks.error(task, error)
+                keys = await self.protocol.fail(lease, error, retryable=False)
                 self.count("failed")
                 log.error("task %s: handler result is not JSON: %s", task.id, exc)
                 return keys
-            keys = await self.protocol.complete(lease, outcome.value)
-            self.count("completed")
-            log.info("task %s: completed", task.id)
+            output, output_ref = outcome.value, None
+            if len(encoded) > PAYLOAD_THRESHOLD_BYTES:
+                output, output_ref = None, await self.protocol.write_payload(task.id, "output", outcome.value)
+            keys = await self.protocol.complete(lease, output, output_ref)
+            status = lease.task.status.value
+            self.count("completed" if status == "completed" else "cancelled")
+            log.info("task %s: %s", task.id, status)
+            if status == "completed":
+                await self.hooks.success(task)
+            return keys
+        if outcome.kind == OutcomeKind.RAISED and isinstance(outcome.value, RescheduleError):
+            keys = await self.protocol.reschedule(lease, outcome.value.delay_seconds)
+            status = lease.task.status.value
+            self.count("rescheduled" if status == "pending" else "failed")
+            log.info("task %s: rescheduled in %ss; now %s", task.id, outcome.value.delay_seconds, status)
             return keys
         error, retryable, traceback = failure_of(outcome, task.timeout_seconds)
+        await self.hooks.error(task, error)
         keys = await self.protocol.fail(lease, error, retryable=retryable, traceback=traceback)
         status = lease.task.status.value
         self.count("retried" if status == "pending" else "failed")
@@ -225,7 +307,7 @@ class AttemptRunner:
         return keys
 
 
-def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> "asyncio.Future[Any]":
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
     """Run a plain handler in a daemon thread. Unlike the default executor, a daemon
     thread does not hold the process open at exit: a handler still running after a
     timeout or after the shutdown grace period cannot delay the worker's exit (its
@@ -239,7 +321,7 @@ def _in_daemon_thread(fn: Callable[[Any], Any], arg: Any) -> "asyncio.Future[Any
 
     def target() -> None:
         try:
-            outcome = (True, fn(arg))
+            outcome = (True, fn(*args))
         except BaseException as exc:  # delivered to the awaiting task
             outcome = (False, exc)
         try:

@@ -83,7 +83,7 @@ class Encoded:
 def encode_task(task: Task) -> Encoded:
     """Encode a task state with a fresh ``rev``."""
     rev = new_rev()
-    return Encoded(encode(task.to_dict(), rev), rev)
+    return Encoded(encode(task.to_document(), rev), rev)
 
 
 def decode_task(data: bytes, key: str) -> tuple[Task, str | None]:

@@ -66,7 +66,7 @@ def check_task_id(value: Any, field: str = "task_id") -> str:
         if _UUID_RE.match(lowered):
             return lowered
     raise ValidationError(
-        field, f"must be a UUID string such as '0193a4f2-7c1e-7d2a-9b3c-4d5e6f708192', got {value!r}"
+        field, f"Invalid UUID: {value!r} (a task id is a UUID string such as '0193a4f2-7c1e-7d2a-9b3c-4d5e6f708192')"
     )
 
 

@@ -17,7 +17,9 @@ over it. The rules (``docs/protocol.md``):
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -53,6 +55,9 @@ class Lease:
         lease_key: this attempt's current lease-index entry, if any.
         unconfirmed_revs: revs of writes sent whose outcome was not seen (a
             cancelled heartbeat): finding one stored means the object is still ours.
+        expiry_key: the task's expiry-index entry, deleted once the task is final.
+        lock: serialises this attempt's writes (heartbeat, ``TaskContext`` calls and
+            the outcome), so each is conditioned on the one before.
     """
 
     task: Task
@@ -60,6 +65,8 @@ class Lease:
     stale_keys: list[str] = field(default_factory=list)
     lease_key: str | None = None
     unconfirmed_revs: set[str] = field(default_factory=set)
+    expiry_key: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
 
 class ClaimMissReason:
@@ -144,13 +151,18 @@ class TaskProtocol:
         available_at: datetime | None,
         now: datetime,
         task_id: str | None = None,
+        **options: Any,
     ) -> tuple[Task, bool]:
         """Write a new Pending task (arguments already validated); returns it and
         whether this call created it (``False``: a task with that id existed).
 
-        Order: the ready marker carrying the task document first, then
-        ``tasks/S/T.json`` with ``If-None-Match: *``, so a task object never exists
-        without an index entry. Transient errors are retried with identical bodies.
+        ``options`` sets further fields of the new task (``expires_at``,
+        ``max_reschedules``, ``input_ref``).
+
+        Order: the ready marker carrying the task document first, then (for a task with
+        a deadline) its expiry-index entry, then ``tasks/S/T.json`` with
+        ``If-None-Match: *``, so a task object never exists without an index entry.
+        Transient errors are retried with identical bodies.
 
         Raises:
             StorageError: the store kept failing; the exception's ``task_id`` names
@@ -162,10 +174,24 @@ class TaskProtocol:
         task = tr.new_pending(
             tid, task_type, input, shard=self.shard_of(tid), timeout_seconds=timeout_seconds,
             max_retries=max_retries, retry_policy=retry_policy, available_at=available_at or now, now=now,
+            **options,
         )
+        return await self.insert(task)
+
+    async def insert(self, task: Task) -> tuple[Task, bool]:
+        """Store a new Pending task built by the caller (see :meth:`create`); returns
+        it and whether this call created it. Idempotent per task id and document.
+
+        Raises:
+            StorageError: as :meth:`create` (with ``task_id``).
+        """
+        tid = task.id
         enc = encode_task(task)
+        expiry_key = self.layout.expiry_for(task)
         try:
             await put_resolved(self.store, self.layout.ready_for(task), enc)
+            if expiry_key is not None:
+                await put_resolved(self.store, expiry_key, Encoded(b"", ""))
             await put_resolved(self.store, self.layout.task(task.shard, tid), enc, if_none_match=True)
         except PreconditionFailed:
             # The id exists: a worker claimed it from the marker's copy already (a
@@ -273,6 +299,13 @@ class TaskProtocol:
                 return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=1))
             await self.store.delete(marker.key)
             return ClaimMiss(ClaimMissReason.EXHAUSTED)
+        if decision.verdict == tr.ClaimVerdict.EXPIRE:
+            try:
+                await self._put_new(tr.expired(task, now), key, etag)
+            except PreconditionFailed:
+                return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=1))
+            await self.store.delete_many([k for k in (marker.key, self.layout.expiry_for(task)) if k])
+            return ClaimMiss(decision.verdict)
         if decision.verdict != tr.ClaimVerdict.CLAIM:
             return ClaimMiss(decision.verdict, decision.retry_at)
         if task.status == TaskStatus.Running:
@@ -289,7 +322,7 @@ class TaskProtocol:
         derived = self.layout.ready_for(task)
         if derived != marker.key:
             stale.append(derived)
-        return Lease(running, new_etag, stale)
+        return Lease(running, new_etag, stale, expiry_key=self.layout.expiry_for(task))
 
     async def _marker_copy(self, marker: ReadyKey, now: datetime) -> Task | ClaimMiss:
         """The task document a submit marker carries (its task object is not written
@@ -315,57 +348,131 @@ class TaskProtocol:
         written = await put_resolved(self.store, key, enc, if_match=etag, if_none_match=etag is None)
         return written.etag
 
-    async def write(self, lease: Lease, new: Task) -> None:
-        """Write the lease holder's next state, fenced by its ETag; resolves lost
-        responses (identical body, own ``rev`` recognised).
+    async def put_state(self, new: Task, etag: str) -> str:
+        """Replace a task's stored state (read with :meth:`load`) by ``new``, on
+        condition that it is still the version with ``etag``; returns the new ETag.
+        For transitions by a non-holder (cancel, expire, replay).
 
         Raises:
-            LeaseLost: another writer changed the task (the lease lapsed and it was
+            PreconditionFailed: it changed meanwhile (re-read and decide again).
+            StorageError: the store kept failing.
+        """
+        return await self._put_new(new, self.layout.task(new.shard, new.id), etag)
+
+    async def write(self, lease: Lease, change: Callable[[Task], Task]) -> None:
+        """Write the lease holder's next state ``change(state)``, one write of this
+        attempt at a time; see :meth:`_write` (its errors)."""
+        async with lease.lock:
+            await self._write(lease, change)
+
+    async def _write(self, lease: Lease, change: Callable[[Task], Task]) -> None:
+        """Write the lease holder's next state ``change(state)``, fenced by its ETag;
+        resolves lost responses (identical body, own ``rev`` recognised). When the
+        write is refused because someone else annotated the *same attempt* (a
+        cancellation request), ``change`` is redone on the stored state and written
+        again.
+
+        Raises:
+            LeaseLost: another attempt owns the task now (the lease lapsed and it was
                 claimed again, or the monitor recovered it).
             StorageError: the store kept failing (the write may or may not have landed;
                 its ``rev`` stays in ``lease.unconfirmed_revs``).
         """
-        enc: Encoded = encode_task(new)
-        key = self.layout.task(new.shard, new.id)
-        lease.unconfirmed_revs.add(enc.rev)
-        try:
-            written = await put_resolved(
-                self.store, key, enc, if_match=lease.etag, own_revs=frozenset(lease.unconfirmed_revs)
-            )
-        except PreconditionFailed:
-            raise LeaseLost(
-                f"task {new.id}: attempt {lease.task.attempt} lost its lease; its write was rejected"
-            ) from None
-        lease.unconfirmed_revs.clear()
-        lease.etag = written.etag
-        lease.task = new
+        for _ in range(5):
+            new = change(lease.task)
+            enc: Encoded = encode_task(new)
+            key = self.layout.task(new.shard, new.id)
+            lease.unconfirmed_revs.add(enc.rev)
+            try:
+                written = await put_resolved(
+                    self.store, key, enc, if_match=lease.etag, own_revs=frozenset(lease.unconfirmed_revs)
+                )
+            except PreconditionFailed:
+                current = await self.load(new.id, new.shard)
+                if current is None or not tr.same_attempt(current[0], lease.task):
+                    raise LeaseLost(
+                        f"task {new.id}: attempt {lease.task.attempt} lost its lease; its write was rejected"
+                    ) from None
+                lease.task, lease.etag = current  # annotated by someone else: redo on top
+                continue
+            lease.unconfirmed_revs.clear()
+            lease.etag = written.etag
+            lease.task = new
+            return
+        raise LeaseLost(f"task {lease.task.id}: the task kept changing under attempt {lease.task.attempt}")
 
-    async def extend(self, lease: Lease, lease_seconds: float) -> list[str]:
-        """Heartbeat: push the lease end to now + ``lease_seconds``. The new lease-index
-        entry is written *before* the task state that points at it, so a crash between
-        the two leaves the task findable by the monitor; returns the index keys that
-        are now redundant (ready markers, the previous lease entry) for batched delete.
+    async def extend(self, lease: Lease, lease_seconds: float, *, add_seconds: float | None = None) -> list[str]:
+        """Heartbeat: push the lease end to ``now + lease_seconds`` — or, with
+        ``add_seconds``, to ``max(lease end, now) + add_seconds`` — never shortening it.
+        The new lease-index entry is written *before* the task state that points at it,
+        so a crash between the two leaves the task findable by the monitor; returns the
+        index keys that are now redundant (ready markers, the previous lease entry) for
+        batched delete.
 
         Raises:
             LeaseLost, StorageError: as :meth:`write`.
 
         S3: 1 PUT lease entry + 1 PUT task (``If-Match``).
         """
-        now = await self.time()
-        expires = now + timedelta(seconds=lease_seconds)
-        new_key = self.layout.lease(lease.task.shard, to_ms(expires), lease.task.id)
-        await put_resolved(self.store, new_key, Encoded(b"", ""))
-        await self.write(lease, tr.extended(lease.task, now, expires))
-        stale = [k for k in lease.stale_keys if k != new_key]
-        if lease.lease_key and lease.lease_key != new_key:
-            stale.append(lease.lease_key)
-        lease.stale_keys, lease.lease_key = [], new_key
-        return stale
+        async with lease.lock:
+            now = await self.time()
+            current_end = lease.task.lease_expires_at or now
+            if add_seconds is not None:
+                expires = max(current_end, now) + timedelta(seconds=add_seconds)
+            else:
+                expires = max(current_end, now + timedelta(seconds=lease_seconds))
+            new_key = self.layout.lease(lease.task.shard, to_ms(expires), lease.task.id)
+            await put_resolved(self.store, new_key, Encoded(b"", ""))
+            await self._write(lease, lambda t: tr.extended(t, now, max(expires, t.lease_expires_at or expires)))
+            stale = [k for k in lease.stale_keys if k != new_key]
+            if lease.lease_key and lease.lease_key != new_key:
+                stale.append(lease.lease_key)
+            lease.stale_keys, lease.lease_key = [], new_key
+            return stale
 
-    async def complete(self, lease: Lease, output: Any) -> list[str]:
-        """Completed with ``output``; returns index keys to delete. Raises LeaseLost,
-        StorageError. S3: 1 PUT (``If-Match``)."""
-        await self.write(lease, tr.completed(lease.task, await self.time(), output))
+    async def refresh(self, lease: Lease) -> Task:
+        """Re-read the task (one GET) and adopt it while it is still this attempt's.
+        Raises LeaseLost otherwise (gone, final, or claimed again)."""
+        async with lease.lock:
+            current = await self.load(lease.task.id, lease.task.shard)
+            if current is None or not tr.same_attempt(current[0], lease.task):
+                raise LeaseLost(f"task {lease.task.id}: attempt {lease.task.attempt} no longer holds the task")
+            lease.task, lease.etag = current
+            return lease.task
+
+    # -------------------------------------------------------------- payloads
+    async def write_payload(self, task_id: str, name: str, value: Any) -> str:
+        """Store a large input/output as ``payloads/<task_id>/<name>.json`` (1 PUT,
+        identical on retry) and return its key (the ``input_ref``/``output_ref``)."""
+        key = self.layout.payload(task_id, name)
+        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        await put_resolved(self.store, key, Encoded(body, ""))
+        return key
+
+    async def read_payload(self, ref: str) -> Any:
+        """The JSON value of a payload object (1 GET).
+
+        Raises:
+            ObjectNotFound: the payload object is gone. CorruptObject: not JSON.
+        """
+        obj = await self.store.get(ref)
+        try:
+            return json.loads(obj.data)
+        except ValueError as exc:
+            raise CorruptObject(ref, "json", f"not valid JSON ({exc})") from None
+
+    async def report_progress(self, lease: Lease, progress: dict[str, Any]) -> None:
+        """Store a progress report in the task (1 PUT, ``If-Match``). Raises LeaseLost,
+        StorageError."""
+        now = await self.time()
+        await self.write(lease, lambda t: tr.progressed(t, now, progress))
+
+    async def complete(self, lease: Lease, output: Any, output_ref: str | None = None) -> list[str]:
+        """The handler returned: Completed with ``output`` — or Cancelled, when a
+        cancellation was requested and it returned ``None``. Returns index keys to
+        delete. Raises LeaseLost, StorageError. S3: 1 PUT (``If-Match``)."""
+        now = await self.time()
+        await self.write(lease, lambda t: tr.finished(t, now, output, output_ref))
         return self._drop_index(lease)
 
     async def fail(self, lease: Lease, error: str, *, retryable: bool, traceback: str | None = None) -> list[str]:
@@ -377,24 +484,40 @@ class TaskProtocol:
         now = await self.time()
         step = tr.after_failure(lease.task, retryable, now, self._rng)
         if step.step == tr.NextStep.RETRY and step.available_at is not None:
-            await self._requeue(lease, tr.requeued(lease.task, now, step.available_at, error, traceback=traceback))
+            when = step.available_at
+            await self._requeue(lease, lambda t: tr.requeued(t, now, when, error, traceback=traceback))
         else:
-            await self.write(lease, tr.failed(lease.task, now, error, traceback))
+            await self.write(lease, lambda t: tr.failed(t, now, error, traceback))
+        return self._drop_index(lease)
+
+    async def reschedule(self, lease: Lease, delay_seconds: float) -> list[str]:
+        """The handler asked to run later (``RescheduleError``): Pending again in
+        ``delay_seconds`` (negative = 0), the attempt given back — or Failed with
+        ``"Max reschedules (N) exceeded"`` when ``max_reschedules`` is reached. Returns
+        index keys to delete. S3: 1 PUT task + 1 PUT ready marker."""
+        now = await self.time()
+        task = lease.task
+        if task.max_reschedules is not None and task.reschedule_count >= task.max_reschedules:
+            error = f"Max reschedules ({task.max_reschedules}) exceeded"
+            await self.write(lease, lambda t: tr.failed(t, now, error))
+        else:
+            when = now + timedelta(seconds=max(0.0, float(delay_seconds)))
+            await self._requeue(lease, lambda t: tr.rescheduled(t, now, when))
         return self._drop_index(lease)
 
     async def release(self, lease: Lease, reason: str) -> list[str]:
         """Give an unfinished attempt back (worker shutdown): Pending at once, the
         attempt not counted. Raises LeaseLost, StorageError."""
         now = await self.time()
-        await self._requeue(lease, tr.requeued(lease.task, now, now, reason, refund_attempt=True))
+        await self._requeue(lease, lambda t: tr.requeued(t, now, now, reason, refund_attempt=True))
         return self._drop_index(lease)
 
-    async def _requeue(self, lease: Lease, pending: Task) -> None:
+    async def _requeue(self, lease: Lease, change: Callable[[Task], Task]) -> None:
         """State first, then its new ready marker: an old entry (ready marker or lease
         entry, deleted only afterwards) still leads to the task if we die between."""
-        await self.write(lease, pending)
-        await self._announce(pending)
-        new_key = self.layout.ready_for(pending)
+        await self.write(lease, change)
+        await self._announce(lease.task)
+        new_key = self.layout.ready_for(lease.task)
         lease.stale_keys = [k for k in lease.stale_keys if k != new_key]
 
     @staticmethod
@@ -402,6 +525,8 @@ class TaskProtocol:
         keys = list(lease.stale_keys)
         if lease.lease_key:
             keys.append(lease.lease_key)
+        if lease.expiry_key and lease.task.status.is_final:
+            keys.append(lease.expiry_key)
         lease.stale_keys, lease.lease_key = [], None
         return keys
 
@@ -467,9 +592,10 @@ class TaskProtocol:
         error = tr.expired_lease_error(task)
         try:
             if step.step == tr.NextStep.RETRY and step.available_at is not None:
-                await self._requeue(lease, tr.requeued(task, now, step.available_at, error))
+                when = step.available_at
+                await self._requeue(lease, lambda t: tr.requeued(t, now, when, error))
             else:
-                await self.write(lease, tr.failed(task, now, error + "; no retries left"))
+                await self.write(lease, lambda t: tr.failed(t, now, error + "; no retries left"))
         except LeaseLost:
             return Recovery.SKIPPED, []  # its worker (or another monitor) moved it meanwhile
         log.warning("task %s: %s; recovered (%s)", task.id, error, lease.task.status.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import random
+import secrets
 import traceback as _traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -80,8 +81,10 @@ def new_pending(
     retry_policy: Any,
     available_at: datetime,
     now: datetime,
+    **options: Any,
 ) -> Task:
-    """A new Pending task (arguments already validated), with its first history entry."""
+    """A new Pending task (arguments already validated), with its first history entry.
+    ``options`` sets further fields (``expires_at``, ``max_reschedules``, ``input_ref``)."""
     task = Task(
         id=task_id,
         task_type=task_type,
@@ -101,14 +104,15 @@ def new_pending(
         lease_expires_at=None,
         completed_at=None,
         updated_at=now,
+        **options,
     )
     return replace(task, history=(history_entry(task, TaskStatus.Pending, now),))
 
 
 def claimed(task: Task, worker_id: str, now: datetime, lease_seconds: float) -> Task:
-    """Running under ``worker_id`` with a new attempt and a lease until
-    ``now + lease_seconds``. Taking over a Running task whose lease lapsed records why
-    in ``last_error``."""
+    """Running under ``worker_id`` with a new attempt, a new ``lease_id`` and a lease
+    until ``now + lease_seconds``. Taking over a Running task whose lease lapsed records
+    why in ``last_error``."""
     attempt = task.attempt + 1
     last_error = task.last_error
     if task.status == TaskStatus.Running:
@@ -119,6 +123,7 @@ def claimed(task: Task, worker_id: str, now: datetime, lease_seconds: float) -> 
         retry_count=attempt - 1,
         worker_id=worker_id,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
+        lease_id=secrets.token_hex(8),
         last_error=last_error,
     )
 
@@ -129,9 +134,11 @@ def extended(task: Task, now: datetime, expires_at: datetime) -> Task:
     return replace(task, lease_expires_at=expires_at, updated_at=now)
 
 
-def completed(task: Task, now: datetime, output: Any) -> Task:
-    """Completed with ``output``. Final."""
-    return _moved(task, TaskStatus.Completed, now, output=output, lease_expires_at=None, completed_at=now)
+def completed(task: Task, now: datetime, output: Any, output_ref: str | None = None) -> Task:
+    """Completed with ``output`` (or a payload object at ``output_ref``). Final; the
+    progress report is cleared."""
+    return _moved(task, TaskStatus.Completed, now, output=output, output_ref=output_ref,
+                  lease_expires_at=None, completed_at=now, progress=None)
 
 
 def failed(task: Task, now: datetime, error: str, traceback: str | None = None) -> Task:
@@ -164,6 +171,71 @@ def archived(task: Task, now: datetime) -> Task:
     return _moved(task, TaskStatus.Archived, now)
 
 
+def cancelled(task: Task, now: datetime, reason: str | None = None, by: str | None = None) -> Task:
+    """Cancelled (a Pending task, or a Running one whose handler honoured a cancellation
+    request). Final. ``last_error`` becomes ``reason`` when one is given."""
+    return _moved(
+        task, TaskStatus.Cancelled, now, error=reason,
+        last_error=reason if reason is not None else task.last_error,
+        cancelled_at=now, cancelled_by=by, lease_expires_at=None, progress=None,
+    )
+
+
+def cancellation_requested(task: Task, now: datetime) -> Task:
+    """A Running task flagged ``cancel_requested`` (no history entry: the status stays)."""
+    return replace(task, cancel_requested=True, updated_at=now)
+
+
+def expired(task: Task, now: datetime) -> Task:
+    """Expired: still Pending when its deadline passed. Final; the handler never ran."""
+    return _moved(task, TaskStatus.Expired, now, expired_at=now, lease_expires_at=None)
+
+
+def rescheduled(task: Task, now: datetime, available_at: datetime) -> Task:
+    """Back to Pending at ``available_at`` because the handler asked (not a failure):
+    ``reschedule_count`` + 1, the attempt given back, ``retry_count``, ``last_error`` and
+    ``expires_at`` unchanged."""
+    return _moved(
+        task, TaskStatus.Pending, now, error=None,
+        available_at=from_ms(to_ms(available_at)),
+        attempt=max(0, task.attempt - 1),
+        reschedule_count=task.reschedule_count + 1,
+        lease_expires_at=None, lease_id=None, progress=None,
+    )
+
+
+def replayed(task: Task, now: datetime) -> Task:
+    """A Failed, Cancelled or Expired task back to Pending with a fresh attempt budget
+    (``attempt`` and ``retry_count`` 0), claimable at once; its history is kept."""
+    return _moved(
+        task, TaskStatus.Pending, now,
+        available_at=from_ms(to_ms(now)), attempt=0, retry_count=0, output=None, output_ref=None,
+        completed_at=None, cancelled_at=None, cancelled_by=None, expired_at=None, cancel_requested=False,
+        lease_expires_at=None, lease_id=None, worker_id=None, progress=None,
+    )
+
+
+def progressed(task: Task, now: datetime, progress: dict[str, Any]) -> Task:
+    """The same attempt with a new progress report (no history entry)."""
+    return replace(task, progress=progress, updated_at=now)
+
+
+def same_attempt(current: Task, mine: Task) -> bool:
+    """Is ``current`` (as stored now) still the attempt ``mine`` belongs to? True while
+    it is Running under the same ``lease_id``: another writer only annotated it (a
+    cancellation request), the lease holder may write on top of it."""
+    return current.status == TaskStatus.Running and current.lease_id is not None and current.lease_id == mine.lease_id
+
+
+def finished(task: Task, now: datetime, output: Any, output_ref: str | None = None) -> Task:
+    """The state after a handler returned ``output``: Cancelled when a cancellation was
+    requested and the handler returned ``None`` (it honoured the request), else
+    Completed."""
+    if task.cancel_requested and output is None and output_ref is None:
+        return cancelled(task, now, "cancelled on request")
+    return completed(task, now, output, output_ref)
+
+
 # ---------------------------------------------------------------- decisions
 class ClaimVerdict(enum.Enum):
     """What a worker may do with the task behind a due ready marker."""
@@ -180,6 +252,8 @@ class ClaimVerdict(enum.Enum):
     FINAL = "final"
     #: its timeout does not fit the time this worker has left (serverless)
     TOO_LONG = "too_long"
+    #: Pending past its ``expires_at``: write Expired, never run it
+    EXPIRE = "expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +274,8 @@ def decide_claim(task: Task, now: datetime, max_timeout_seconds: float | None = 
     ``max_timeout_seconds`` (``None`` = no limit)?"""
     if task.status.is_final:
         return ClaimDecision(ClaimVerdict.FINAL)
+    if task.status == TaskStatus.Pending and task.expires_at is not None and task.expires_at <= now:
+        return ClaimDecision(ClaimVerdict.EXPIRE)
     if task.status == TaskStatus.Pending and task.available_at > now:
         return ClaimDecision(ClaimVerdict.NOT_DUE, task.available_at)
     if task.status == TaskStatus.Running:

@@ -35,6 +35,13 @@ DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_MAX_RETRIES = 3
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MAX_RETRIES_LIMIT = 1000
+#: inputs and outputs whose compact JSON is larger go to payload objects
+#: (``payloads/<task_id>/input.json``), never inline in the task object
+PAYLOAD_THRESHOLD_BYTES = 256 * 1024
+#: the largest input or output accepted at all (compact JSON)
+MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+#: idempotency records live this long unless ``idempotency_ttl_days`` says otherwise
+DEFAULT_IDEMPOTENCY_TTL_DAYS = 30
 #: worker defaults (WorkerRunOptions, `buquet worker`, the Lambda worker)
 DEFAULT_POLL_INTERVAL_MS = 500
 DEFAULT_MAX_POLL_INTERVAL_MS = 5000

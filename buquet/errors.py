@@ -101,8 +101,9 @@ class PreconditionFailed(StorageError):
     changed or missing object (S3 412, or 404 for If-Match on AWS)."""
 
 
-class TaskNotFound(BuquetError, KeyError):
-    """No task with that id exists in the queue."""
+class TaskNotFound(BuquetError, KeyError, RuntimeError):
+    """No task with that id exists in the queue (message: ``"task <id> not found"``).
+    Also a ``KeyError``, and a ``RuntimeError`` as buquet 0.1.0 raised."""
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0]) if self.args else "task not found"
@@ -119,9 +120,43 @@ class ScheduleExists(BuquetError):
     """A schedule with that id already exists."""
 
 
-class LeaseLost(BuquetError):
+class LeaseLost(BuquetError, RuntimeError):
     """The worker's lease on a task attempt was lost: another worker claimed the task
-    again after the lease expired, so this attempt's writes are fenced off."""
+    again after the lease expired, so this attempt's writes are fenced off.
+    ``TaskContext.extend_lease`` raises it as ``"Failed to extend lease for task <id>"``
+    (a ``RuntimeError``, as in buquet 0.1.0): the handler should stop."""
+
+
+class TaskStateError(BuquetError, RuntimeError):
+    """The task is not in a state that allows the operation, e.g. ``"Cannot cancel task
+    with status Running (only Pending tasks can be cancelled)"``. A ``RuntimeError``, as
+    buquet 0.1.0 raised.
+
+    Attributes:
+        task_id: the task.
+        status: its status when the operation was refused.
+    """
+
+    def __init__(self, message: str, task_id: str | None = None, status: object = None) -> None:
+        self.task_id = task_id
+        self.status = status
+        super().__init__(message)
+
+
+class IdempotencyConflict(BuquetError, RuntimeError):
+    """``submit`` with an idempotency key that is live for a *different* input:
+    ``"Idempotency conflict: key <k> (scope <s>) belongs to task <id> with another
+    input"``.
+
+    Attributes:
+        key: the idempotency key.
+        task_id: the task the key belongs to.
+    """
+
+    def __init__(self, message: str, key: str, task_id: str) -> None:
+        self.key = key
+        self.task_id = task_id
+        super().__init__(message)
 
 
 class TaskError(Exception):
@@ -136,6 +171,22 @@ class RetryableError(TaskError):
 
 class PermanentError(TaskError):
     """Raise from a handler to fail the task at once, without further retries."""
+
+
+class RescheduleError(TaskError):
+    """Raise from a handler to run the task again later, not as a failure: it goes back
+    to Pending, claimable ``delay_seconds`` from now (negative counts as 0), with
+    ``reschedule_count`` one higher; ``retry_count``, ``last_error`` and ``expires_at``
+    are unchanged and no attempt is used up. With ``max_reschedules`` reached the task
+    fails with ``"Max reschedules (N) exceeded"``.
+
+    Attributes:
+        delay_seconds: seconds until the task is claimable again.
+    """
+
+    def __init__(self, delay_seconds: int) -> None:
+        self.delay_seconds = delay_seconds
+        super().__init__(f"Reschedule after {delay_seconds} seconds")
 
 
 class CorruptObject(StorageError):
@@ -166,3 +217,22 @@ class TaskTimeout(BuquetError, TimeoutError):
     def __init__(self, task_id: str, message: str) -> None:
         self.task_id = task_id
         super().__init__(message)
+
+
+class SchemaValidationError(ValidationError):
+    """A task's input or output does not match its published JSON Schema (draft
+    2020-12): ``"Schema validation failed: <error 1>; <error 2>"``, or ``"Schema
+    validation failed: Invalid schema: ..."`` for a schema that is itself invalid. A
+    :class:`ValidationError` and so a ``ValueError``.
+
+    Attributes:
+        field: ``"input"`` or ``"output"``.
+        errors: the individual messages.
+    """
+
+    def __init__(self, field: str, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__(field, "; ".join(self.errors))
+
+    def __str__(self) -> str:
+        return f"Schema validation failed: {self.rule}"

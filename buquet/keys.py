@@ -6,9 +6,12 @@ Under an optional key prefix (``""`` or ``"myapp/"``)::
     tasks/<shard>/<task_id>.json                  a task's state: the source of truth
     ready/<shard>/<due_ms>.<task_id>.<task_type>  "claimable from due_ms on" (S3 events)
     leases/<shard>/<expires_ms>.<task_id>         lease index, sorted by expiry
+    expiries/<shard>/<expires_ms>.<task_id>       deadlines of tasks with expires_at
+    payloads/<task_id>/input.json, output.json    large inputs and outputs
     schedules/defs/<id>.json                      schedule definitions
     schedules/runs/<id>.json                      schedule run state
     schedules/slots/<id>/<YYYYMMDDTHHMMSSZ>.json  the per-slot ledger
+    schemas/<task_type>.json                      a task type's JSON Schemas (buquet.schemas)
 
 ``<due_ms>`` and ``<expires_ms>`` are 15-digit zero-padded epoch milliseconds (wide
 enough for year 9999), so keys sort by time. The infrastructure code (``infra/``)
@@ -20,6 +23,8 @@ A public module: `infra/` (IAM policies, the notification filter) and tools impo
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -30,9 +35,13 @@ CONFIG_LEAF = "config.json"
 TASKS_DIR = "tasks/"
 READY_DIR = "ready/"
 LEASES_DIR = "leases/"
+EXPIRIES_DIR = "expiries/"
+PAYLOADS_DIR = "payloads/"
 SCHEDULES_DIR = "schedules/"
+#: task schemas (:mod:`buquet.schemas`): read by workers, written by whoever publishes
+SCHEMAS_DIR = "schemas/"
 #: every top-level directory of the layout (IAM policies are built from these)
-TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, SCHEDULES_DIR)
+TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, EXPIRIES_DIR, PAYLOADS_DIR, SCHEDULES_DIR, SCHEMAS_DIR)
 #: width of the zero-padded millisecond fields in ready and lease keys
 MS_DIGITS = 15
 _SLOT_FMT = "%Y%m%dT%H%M%SZ"
@@ -127,6 +136,43 @@ class KeyLayout:
         """``leases/<shard>/<expires_ms:015d>.<task_id>``"""
         return f"{self.prefix}{LEASES_DIR}{shard}/{expires_ms:0{MS_DIGITS}d}.{task_id}"
 
+    def expiry_prefix(self, shard: str) -> str:
+        """``expiries/<shard>/``"""
+        return f"{self.prefix}{EXPIRIES_DIR}{shard}/"
+
+    def expiry(self, shard: str, expires_ms: int, task_id: str) -> str:
+        """``expiries/<shard>/<expires_ms:015d>.<task_id>``: the expiry index of tasks
+        with a deadline, sorted by deadline."""
+        return f"{self.prefix}{EXPIRIES_DIR}{shard}/{expires_ms:0{MS_DIGITS}d}.{task_id}"
+
+    def expiry_for(self, task: Any) -> str | None:
+        """The expiry-index key of a task with ``expires_at``, else ``None``."""
+        if task.expires_at is None:
+            return None
+        return self.expiry(task.shard, int(task.expires_at.timestamp() * 1000), task.id)
+
+    def parse_expiry(self, key: str) -> LeaseKey | None:
+        """Parse an expiry-index key (same shape as a lease key: shard, ms, task id)."""
+        root = f"{self.prefix}{EXPIRIES_DIR}"
+        if not key.startswith(root):
+            return None
+        try:
+            shard, leaf = key[len(root) :].split("/", 1)
+            ms, task_id = leaf.split(".", 1)
+        except ValueError:
+            return None
+        if not (shard and len(ms) == MS_DIGITS and ms.isdigit() and _ids.is_task_id(task_id)):
+            return None
+        return LeaseKey(key, shard, int(ms), task_id)
+
+    def payload_prefix(self, task_id: str) -> str:
+        """``payloads/<task_id>/``"""
+        return f"{self.prefix}{PAYLOADS_DIR}{task_id}/"
+
+    def payload(self, task_id: str, name: str) -> str:
+        """``payloads/<task_id>/<name>.json`` (``name``: ``input`` or ``output``)."""
+        return f"{self.payload_prefix(task_id)}{name}.json"
+
     def parse_ready(self, key: str, last_modified: datetime | None = None) -> ReadyKey | None:
         """Parse a ready key of this layout; ``None`` for any other key (ignored)."""
         root = self.ready_root()
@@ -205,6 +251,37 @@ class KeyLayout:
         sid = key[len(root) : -len(".json")]
         return sid or None
 
+    # --------------------------------------------------------------- schemas
+    def schemas_prefix(self) -> str:
+        """``schemas/``"""
+        return f"{self.prefix}{SCHEMAS_DIR}"
+
+    def schema(self, task_type: str) -> str:
+        """``schemas/<task_type>.json``"""
+        return f"{self.schemas_prefix()}{task_type}.json"
+
+    def parse_schema(self, key: str) -> str | None:
+        """The task type of a schema key, or ``None`` for a key of another shape (the
+        caller validates the task type's shape)."""
+        root = self.schemas_prefix()
+        if not key.startswith(root) or not key.endswith(".json"):
+            return None
+        task_type = key[len(root) : -len(".json")]
+        return task_type if task_type and "/" not in task_type else None
+
+    # ----------------------------------------------------- idempotency keys
+    def idempotency_prefix(self) -> str:
+        """``idempotency/``: the records of idempotency keys (``buquet._idempotency``)."""
+        return f"{self.prefix}idempotency/"
+
+    def idempotency(self, kind: str, namespace: str, key: str) -> str:
+        """``idempotency/<kind>/<sha256>.json``: the record of idempotency key ``key``
+        in ``namespace`` (``kind``: ``type``, ``queue`` or ``named``). The leaf is the
+        SHA-256 of the JSON array ``[kind, namespace, key]``, so any key string is a
+        safe, fixed-length object key and no two (namespace, key) pairs share one."""
+        digest = hashlib.sha256(json.dumps([kind, namespace, key], ensure_ascii=False).encode()).hexdigest()
+        return f"{self.idempotency_prefix()}{kind}/{digest}.json"
+
     # ------------------------------------------------------------------ IAM
     def iam_prefixes(self) -> dict[str, str]:
         """Key prefixes by purpose, for building IAM policies (``infra/``):
@@ -214,5 +291,8 @@ class KeyLayout:
             "tasks": f"{self.prefix}{TASKS_DIR}",
             "ready": f"{self.prefix}{READY_DIR}",
             "leases": f"{self.prefix}{LEASES_DIR}",
+            "expiries": f"{self.prefix}{EXPIRIES_DIR}",
+            "payloads": f"{self.prefix}{PAYLOADS_DIR}",
             "schedules": f"{self.prefix}{SCHEDULES_DIR}",
+            "schemas": f"{self.prefix}{SCHEMAS_DIR}",
         }

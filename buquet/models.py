@@ -6,10 +6,10 @@ import enum
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from ._time import from_rfc3339, to_rfc3339
+from ._time import from_rfc3339, parse_when, to_rfc3339
 from .errors import ValidationError
 
 #: upper bound of ``RetryPolicy.initial_interval_ms`` / ``max_interval_ms`` (30 days)
@@ -25,22 +25,42 @@ class TaskStatus(str, enum.Enum):
     * ``Running`` — claimed by a worker that holds a lease until ``lease_expires_at``.
     * ``Completed`` — the handler returned; ``output`` holds its result. Final.
     * ``Failed`` — a permanent error, or retries used up; ``last_error`` says why. Final.
+    * ``Cancelled`` — cancelled while Pending (:meth:`Queue.cancel`), or a Running task
+      whose handler honoured :meth:`Queue.request_cancellation`. Final.
     * ``Archived`` — a final task moved out of the way by :meth:`Queue.archive`. Final.
+    * ``Expired`` — still Pending when its ``expires_at`` passed (or
+      :meth:`Queue.mark_expired`); its handler never ran. Final.
+
+    Values are the lower-case names (``"pending"``), which is also ``str()``; the
+    upper-case names (``TaskStatus.PENDING``) are aliases, as in buquet 0.1.0.
     """
 
     Pending = "pending"
     Running = "running"
     Completed = "completed"
     Failed = "failed"
+    Cancelled = "cancelled"
     Archived = "archived"
+    Expired = "expired"
+    # buquet 0.1.0's spelling (aliases of the members above)
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ARCHIVED = "archived"
+    EXPIRED = "expired"
 
     @property
     def is_final(self) -> bool:
-        """True for Completed, Failed and Archived."""
-        return self in (TaskStatus.Completed, TaskStatus.Failed, TaskStatus.Archived)
+        """True for every state but Pending and Running."""
+        return self not in (TaskStatus.Pending, TaskStatus.Running)
 
     def __str__(self) -> str:
         return self.value
+
+    def __repr__(self) -> str:
+        return f"TaskStatus.{self.name.upper()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +165,21 @@ class Task:
         retry_policy: backoff between retries (``None`` = the default policy).
         worker_id: the worker of the latest attempt, or ``None``.
         lease_expires_at: while Running, the lease end (aware UTC).
-        completed_at: when the task reached a final state.
+        completed_at: when the task became Completed or Failed.
+        lease_id: the id of the current attempt's lease (new at every claim).
+        reschedule_count: times a handler asked to run later (:class:`RescheduleError`).
+        max_reschedules: cap on ``reschedule_count`` (``None`` = unlimited).
+        cancel_requested: :meth:`Queue.request_cancellation` was called while Running.
+        cancelled_at / cancelled_by: when and by whom it was cancelled.
+        expires_at: a Pending task not claimed by then is Expired (``None`` = never).
+        expired_at: when it was marked Expired.
+        input_ref / output_ref: keys of payload objects holding a large input or output
+            (then ``input``/``output`` is ``None``; :meth:`Queue.load_input` reads them).
+        progress: the handler's last :meth:`TaskContext.report_progress`, while Running
+            (``{"percent", "current", "total", "message", "at"}``, keys optional).
+        history: every transition, oldest first (see :meth:`Queue.get_history`).
+
+    Timestamps are aware UTC datetimes (``to_dict()`` gives RFC 3339 strings).
     """
 
     id: str
@@ -166,7 +200,21 @@ class Task:
     lease_expires_at: datetime | None
     completed_at: datetime | None
     updated_at: datetime
+    lease_id: str | None = None
+    reschedule_count: int = 0
+    max_reschedules: int | None = None
+    cancel_requested: bool = False
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+    expires_at: datetime | None = None
+    expired_at: datetime | None = None
+    input_ref: str | None = None
+    output_ref: str | None = None
+    progress: dict[str, Any] | None = field(default=None, compare=False)
     history: tuple[dict[str, Any], ...] = field(default=(), repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Task(id={self.id!r}, type={self.task_type!r}, status={self.status.value})"
 
     @property
     def policy(self) -> RetryPolicy:
@@ -178,12 +226,54 @@ class Task:
         """``max_retries + 1``."""
         return self.max_retries + 1
 
+    # ------------------------------------------------------------- helpers
+    def can_retry(self) -> bool:
+        """``retry_count < max_retries``."""
+        return self.retry_count < self.max_retries
+
+    def is_available_at(self, now: datetime | str) -> bool:
+        """``now >= available_at`` (``now``: aware datetime or RFC 3339 string)."""
+        return _when(now) >= self.available_at
+
+    def is_lease_expired_at(self, now: datetime | str) -> bool:
+        """A lease is set and ``now > lease_expires_at``."""
+        return self.lease_expires_at is not None and _when(now) > self.lease_expires_at
+
+    def is_timed_out_at(self, now: datetime | str) -> bool:
+        """Same as :meth:`is_lease_expired_at` (buquet 0.1.0's name)."""
+        return self.is_lease_expired_at(now)
+
+    def is_expired_at(self, now: datetime | str) -> bool:
+        """``expires_at`` is set and ``now >= expires_at``."""
+        return self.expires_at is not None and _when(now) >= self.expires_at
+
+    # ---------------------------------------------------------- dict shapes
     def to_dict(self) -> dict[str, Any]:
-        """The stored JSON shape (timestamps as RFC 3339 strings)."""
+        """buquet 0.1.0's 27 keys, in its order: ``status`` as the lower-case value,
+        timestamps as RFC 3339 UTC strings with a ``+00:00`` suffix (``None`` when
+        unset). The stored document is :meth:`to_document`."""
+        def ts(v: datetime | None) -> str | None:
+            return v.astimezone(timezone.utc).isoformat(timespec="milliseconds") if v is not None else None
+
+        return {
+            "id": self.id, "shard": self.shard, "task_type": self.task_type, "input": self.input,
+            "output": self.output, "status": self.status.value, "timeout_seconds": self.timeout_seconds,
+            "max_retries": self.max_retries, "retry_count": self.retry_count,
+            "created_at": ts(self.created_at), "available_at": ts(self.available_at),
+            "lease_expires_at": ts(self.lease_expires_at), "lease_id": self.lease_id, "attempt": self.attempt,
+            "updated_at": ts(self.updated_at), "completed_at": ts(self.completed_at), "worker_id": self.worker_id,
+            "last_error": self.last_error, "input_ref": self.input_ref, "output_ref": self.output_ref,
+            "reschedule_count": self.reschedule_count, "max_reschedules": self.max_reschedules,
+            "cancel_requested": self.cancel_requested, "cancelled_at": ts(self.cancelled_at),
+            "cancelled_by": self.cancelled_by, "expires_at": ts(self.expires_at), "expired_at": ts(self.expired_at),
+        }
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored JSON shape: every field, timestamps as RFC 3339 strings."""
         def ts(v: datetime | None) -> str | None:
             return to_rfc3339(v) if v is not None else None
 
-        return {
+        doc: dict[str, Any] = {
             "id": self.id,
             "task_type": self.task_type,
             "status": self.status.value,
@@ -202,8 +292,17 @@ class Task:
             "worker_id": self.worker_id,
             "lease_expires_at": ts(self.lease_expires_at),
             "completed_at": ts(self.completed_at),
-            "history": list(self.history),
         }
+        optional = {
+            "lease_id": self.lease_id, "reschedule_count": self.reschedule_count or None,
+            "max_reschedules": self.max_reschedules, "cancel_requested": self.cancel_requested or None,
+            "cancelled_at": ts(self.cancelled_at), "cancelled_by": self.cancelled_by,
+            "expires_at": ts(self.expires_at), "expired_at": ts(self.expired_at),
+            "input_ref": self.input_ref, "output_ref": self.output_ref, "progress": self.progress,
+        }
+        doc.update({k: val for k, val in optional.items() if val is not None})
+        doc["history"] = list(self.history)
+        return doc
 
     @classmethod
     def from_dict(cls, data: Any) -> "Task":
@@ -246,8 +345,24 @@ class Task:
             worker_id=d.str("worker_id", optional=True),
             lease_expires_at=d.time("lease_expires_at", optional=True),
             completed_at=d.time("completed_at", optional=True),
+            lease_id=d.str("lease_id", optional=True),
+            reschedule_count=d.int("reschedule_count", 0),
+            max_reschedules=d.int("max_reschedules", None),
+            cancel_requested=d.bool("cancel_requested"),
+            cancelled_at=d.time("cancelled_at", optional=True),
+            cancelled_by=d.str("cancelled_by", optional=True),
+            expires_at=d.time("expires_at", optional=True),
+            expired_at=d.time("expired_at", optional=True),
+            input_ref=d.str("input_ref", optional=True),
+            output_ref=d.str("output_ref", optional=True),
+            progress=d.object("progress"),
             history=tuple(history),
         )
+
+
+def _when(now: datetime | str) -> datetime:
+    """An aware datetime from a datetime or RFC 3339 string. Raises ValueError."""
+    return parse_when("now", now)
 
 
 class _Fields:
@@ -277,8 +392,22 @@ class _Fields:
 
     def int(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, False, default)
+        if value is None and default is None:
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValidationError(name, f"must be a non-negative integer, got {value!r}")
+        return value
+
+    def bool(self, name: str) -> Any:
+        value = self._get(name, False, False)
+        if not isinstance(value, bool):
+            raise ValidationError(name, f"must be true or false, got {value!r}")
+        return value
+
+    def object(self, name: str) -> Any:
+        value = self._get(name, True)
+        if value is not None and not isinstance(value, dict):
+            raise ValidationError(name, f"must be an object, got {type(value).__name__}")
         return value
 
     def time(self, name: str, optional: bool = False) -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import config as cfg
+from ._control import TaskControl
 from ._loops import every
 from ._tasks import Recovery
 from ._time import to_ms
@@ -42,11 +43,13 @@ class Monitor:
     def __init__(self, queue: Queue, shards: Sequence[str] | None = None) -> None:
         self.queue = queue
         self.protocol = queue.protocol
+        self.control = TaskControl(queue.protocol)
         self.shards = queue.check_shards(shards) if shards is not None else queue.shards
 
     async def sweep(self, now: datetime | None = None) -> int:
         """One pass over every watched shard; returns how many tasks were recovered
-        (requeued or failed). A corrupt task object is logged and skipped.
+        (requeued or failed after a lapsed lease, or expired past their deadline). A
+        corrupt task object is logged and skipped.
 
         Raises:
             StorageError: every shard failed (the next sweep picks up where this left
@@ -66,28 +69,38 @@ class Monitor:
         return total
 
     async def _sweep_shard(self, shard: str, now: datetime) -> int:
-        now_ms = to_ms(now)
+        """Expired leases, then passed deadlines, of one shard. Cost: 2 LISTs (the
+        lease and expiry indexes) plus the per-entry costs."""
         layout = self.protocol.layout
-        recovered = 0
+        recovered = await self._sweep_index(layout.lease_prefix(shard), layout.parse_lease, self.protocol.recover, now)
+        recovered += await self._sweep_index(
+            layout.expiry_prefix(shard), layout.parse_expiry, self.control.expire_entry, now
+        )
+        return recovered
+
+    async def _sweep_index(self, prefix: str, parse: Any, handle: Any, now: datetime) -> int:
+        """Handle the entries of a time-sorted index that are due at ``now``."""
+        now_ms = to_ms(now)
+        done = 0
         stale: list[str] = []
         try:
-            for info in await self.protocol.store.list(layout.lease_prefix(shard), limit=SWEEP_LIMIT):
-                entry = layout.parse_lease(info.key)
+            for info in await self.protocol.store.list(prefix, limit=SWEEP_LIMIT):
+                entry = parse(info.key)
                 if entry is None:
                     continue
                 if entry.expires_ms > now_ms:
                     break
                 try:
-                    outcome, keys = await self.protocol.recover(entry, now)
+                    outcome, keys = await handle(entry, now)
                 except StorageError as exc:
-                    log.warning("monitor: lease entry %s: %s", entry.key, exc)
+                    log.warning("monitor: index entry %s: %s", entry.key, exc)
                     continue
                 stale.extend(keys)
-                recovered += outcome in (Recovery.REQUEUED, Recovery.FAILED)
+                done += outcome in (Recovery.REQUEUED, Recovery.FAILED)
         finally:
             if stale:
                 await self.protocol.store.delete_many(stale)
-        return recovered
+        return done
 
     async def poke_stalled(self, now: datetime | None = None, stall_seconds: float = cfg.DEFAULT_STALL_SECONDS) -> int:
         """Serverless helper: re-write the oldest ready marker of each shard whose due

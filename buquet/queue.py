@@ -9,27 +9,28 @@ See ``docs/protocol.md`` for the object layout and the request costs.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 import random
-from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import _validate as v
 from . import config as cfg
-from ._codec import decode_task
 from ._ids import check_task_id
 from .keys import KeyLayout
+from ._control import CancelByTypeResult, TaskControl
+from ._reads import TaskReader
+from ._submit import Submitter, check_input, check_items, check_options
 from ._tasks import Clock, TaskProtocol
-from ._time import parse_when, to_rfc3339
-from .errors import CorruptObject, TaskNotFound, TaskTimeout, ValidationError
+from ._time import to_rfc3339
+from .errors import TaskNotFound, ValidationError
 from .models import RetryPolicy, Task, TaskStatus
 from .storage.base import ObjectStore
 
 if TYPE_CHECKING:
     from .schedules import CatchUp, Schedule, ScheduleLastRun, ScheduleStore
+    from .schemas import SchemaCache
 
 log = logging.getLogger("buquet.queue")
 
@@ -44,19 +45,14 @@ def validate_submit(
     retry_policy: Any = None,
     schedule_at: Any = None,
 ) -> datetime | None:
-    """Check :meth:`Queue.submit`'s arguments without a queue; returns ``schedule_at``
-    as an aware UTC datetime (or ``None``).
+    """Check :meth:`Queue.submit`'s main arguments without a queue; returns
+    ``schedule_at`` as an aware UTC datetime (or ``None``).
 
     Raises:
         ValidationError: names the field and the rule; nothing is written.
     """
-    v.task_type(task_type)
-    v.json_value(input, "input")
-    v.int_in_range(timeout_seconds, "timeout_seconds", 1, cfg.MAX_TIMEOUT_SECONDS)
-    v.int_in_range(max_retries, "max_retries", 0, cfg.MAX_RETRIES_LIMIT)
-    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-        raise ValidationError("retry_policy", "must be a buquet.RetryPolicy or None")
-    return parse_when("schedule_at", schedule_at) if schedule_at is not None else None
+    check_input(task_type, input)
+    return check_options(timeout_seconds, max_retries, retry_policy, schedule_at).schedule_at
 
 
 class Queue:
@@ -88,7 +84,11 @@ class Queue:
         self.store = store
         self.layout = KeyLayout(prefix)
         self.protocol = TaskProtocol(store, self.layout, shard_count, clock=clock, rng=rng)
+        self.control = TaskControl(self.protocol)
+        self._submitter = Submitter(self.protocol)
+        self._reader = TaskReader(self.protocol)
         self._schedules: ScheduleStore | None = None
+        self._schemas: SchemaCache | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -109,6 +109,16 @@ class Queue:
 
             self._schedules = ScheduleStore(self.protocol)
         return self._schedules
+
+    @property
+    def schemas(self) -> "SchemaCache":
+        """The task schemas (:class:`~buquet.schemas.SchemaCache` over the
+        :class:`~buquet.schemas.SchemaStore`), shared by this queue's workers."""
+        if self._schemas is None:
+            from .schemas import SchemaCache, SchemaStore
+
+            self._schemas = SchemaCache(SchemaStore(self.store, self.layout))
+        return self._schemas
 
     def shard_of(self, task_id: str) -> str:
         """The shard a task id belongs to. Raises ValidationError for a malformed id."""
@@ -160,36 +170,88 @@ class Queue:
         max_retries: int = cfg.DEFAULT_MAX_RETRIES,
         retry_policy: RetryPolicy | None = None,
         schedule_at: datetime | str | None = None,
+        *,
+        max_reschedules: int | None = None,
+        ttl_seconds: float | None = None,
+        expires_at: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl_days: int | None = None,
+        idempotency_scope: str | None = None,
+        use_payload_refs: bool = False,
+        payload_ref_threshold_bytes: int | None = None,
     ) -> Task:
         """Submit a task and return it (status Pending).
 
         Args:
             task_type: handler name; 1–128 of ``[A-Za-z0-9_.:-]``.
-            input: any JSON value (finite numbers, string keys).
+            input: any JSON value (finite numbers, string keys), at most 32 MiB as JSON.
             timeout_seconds: handler time limit per attempt, 1 to 604800.
             max_retries: retries after the first attempt, 0 to 1000.
             retry_policy: backoff between retries; ``None`` = ``RetryPolicy()``.
             schedule_at: not claimed before this aware datetime / RFC 3339 time.
+            max_reschedules: cap on handler reschedules (``RescheduleError``); ``None``
+                = unlimited.
+            ttl_seconds: not claimed after ``now + ttl_seconds`` (then Expired); wins
+                over ``expires_at``. 0 expires it at once.
+            expires_at: the same as an aware datetime / RFC 3339 time.
+            idempotency_key: submits with the same key (in ``idempotency_scope``) and
+                the same input return the first task while the key lives; a different
+                input raises :class:`~buquet.errors.IdempotencyConflict`. Race-free:
+                concurrent submits create one task.
+            idempotency_ttl_days: how long the key lives (default 30 days).
+            idempotency_scope: ``None``/``"task_type"`` (per task type), ``"queue"``,
+                or any other string as a named namespace.
+            use_payload_refs: store an input larger than ``payload_ref_threshold_bytes``
+                in a payload object (``input_ref``). Inputs over 256 KiB always are.
+            payload_ref_threshold_bytes: with ``use_payload_refs``, 0 to 262144.
 
         Returns:
             The stored :class:`Task`; its ``id`` is a UUIDv7 string.
 
         Raises:
             ValidationError: bad input (names the field); nothing was written.
+            IdempotencyConflict: the key is live for another input.
             StorageError: the store kept failing after retries; ``exc.task_id`` names
                 the task, which may have been stored (check with :meth:`get`).
 
         S3: two PUTs — the ready marker (carrying the task document), then
-        ``tasks/S/T.json`` with ``If-None-Match: *``; transient errors are retried with
-        identical bodies and a lost response is recognised by the stored ``rev``.
+        ``tasks/S/T.json`` with ``If-None-Match: *`` — plus one per payload object,
+        deadline or idempotency key (``docs/protocol.md``); transient errors are retried
+        with identical bodies and a lost response is recognised by the stored ``rev``.
         """
-        when = validate_submit(task_type, input, timeout_seconds, max_retries, retry_policy, schedule_at)
-        now = await self.time()
-        task, _ = await self.protocol.create(
-            task_type, input, timeout_seconds=timeout_seconds, max_retries=max_retries,
-            retry_policy=retry_policy, available_at=max(when, now) if when is not None else now, now=now,
+        encoded = check_input(task_type, input)
+        opts = check_options(
+            timeout_seconds, max_retries, retry_policy, schedule_at, max_reschedules, ttl_seconds, expires_at,
+            idempotency_key, idempotency_ttl_days, idempotency_scope, use_payload_refs, payload_ref_threshold_bytes,
         )
-        return task
+        return await self._submitter.submit(task_type, input, opts, encoded)
+
+    async def submit_many(
+        self,
+        tasks: Sequence[tuple[str, Any]],
+        timeout_seconds: int | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_reschedules: int | None = None,
+        ttl_seconds: float | None = None,
+        expires_at: datetime | str | None = None,
+    ) -> builtins.list[Task]:
+        """Submit one task per ``(task_type, input)`` pair with shared options (``None``
+        = :meth:`submit`'s default); returns them in input order; ``[]`` for ``[]``.
+        Everything is checked before anything is written; writes run concurrently, and
+        if one fails its error is raised while the tasks already written stay valid.
+
+        Raises:
+            TypeError: an item is not a tuple. ValidationError: a tuple of another
+                length, or bad input/options. StorageError: as :meth:`submit`.
+        """
+        items = check_items(tasks)
+        opts = check_options(
+            cfg.DEFAULT_TIMEOUT_SECONDS if timeout_seconds is None else timeout_seconds,
+            cfg.DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+            retry_policy, None, max_reschedules, ttl_seconds, expires_at,
+        )
+        return await self._submitter.submit_many(items, opts)
 
     async def get(self, task_id: str) -> Task | None:
         """The task with this id, or ``None`` if there is none. One GET; when the task
@@ -211,28 +273,13 @@ class Queue:
         Raises:
             ValidationError: malformed ``task_id``.
         """
-        task = await self.get(task_id)
-        if task is None:
-            return []
-        out: builtins.list[Task] = []
-        last_error: str | None = None
-        for entry in task.history:
-            status = TaskStatus(entry["status"])
-            last_error = entry.get("error", last_error)
-            at = parse_when("history.at", entry["at"])
-            out.append(replace(
-                task, status=status, attempt=int(entry.get("attempt", 0)), worker_id=entry.get("worker_id"),
-                last_error=last_error, updated_at=at,
-                output=task.output if status == TaskStatus.Completed else None,
-                completed_at=at if status.is_final else None, lease_expires_at=None, history=(),
-            ))
-        return out
+        return await self._reader.get_history(task_id)
 
     async def list(
         self, shard: str, status: TaskStatus | str | None = None, limit: int = 100
     ) -> builtins.list[Task]:
         """Tasks of one shard, oldest first, optionally only those with ``status``.
-        Corrupt task objects are logged and left out.
+        Corrupt task objects are logged and left out; payload objects are not read.
 
         Cost: one LIST per 1,000 tasks in the shard plus one GET per task read; this is
         an inspection call, not for hot paths.
@@ -240,81 +287,29 @@ class Queue:
         Raises:
             ValidationError: unknown shard, bad status, limit not in 1..10000.
         """
-        self.check_shards([shard], "shard")
-        v.int_in_range(limit, "limit", 1, 10000)
-        want: TaskStatus | None = None
-        if status is not None:
-            try:
-                want = TaskStatus(status)
-            except ValueError:
-                raise ValidationError(
-                    "status", f"must be one of {[s.value for s in TaskStatus]}, got {status!r}"
-                ) from None
-        out: builtins.list[Task] = []
-        start_after: str | None = None
-        while len(out) < limit:
-            page = await self.store.list(self.layout.tasks_prefix(shard), start_after=start_after, limit=1000)
-            if not page:
-                break
-            start_after = page[-1].key
-            for obj in await self.store.get_many([i.key for i in page]):
-                if obj is None:
-                    continue
-                try:
-                    task = decode_task(obj.data, obj.info.key)[0]
-                except CorruptObject as exc:
-                    log.error("list: skipping %s", exc)
-                    continue
-                if want is None or task.status == want:
-                    out.append(task)
-                    if len(out) >= limit:
-                        break
-            if len(page) < 1000:
-                break
-        return out
+        return await self._reader.list(shard, status, limit)
 
     async def list_ready(self, shard: str, limit: int = 100) -> builtins.list[str]:
         """Ids of the tasks in ``shard`` that are due now, earliest due first, from the
         ready index alone (LIST only, no GETs). A task stays in the index while its
-        attempt is younger than one heartbeat, so an id here may be running already;
-        tasks whose ``schedule_at`` or retry backoff lies ahead are never listed.
+        attempt is younger than one heartbeat, so an id here may be running already.
 
         Raises:
             ValidationError: unknown shard, limit not in 1..1000.
         """
-        self.check_shards([shard], "shard")
-        v.int_in_range(limit, "limit", 1, 1000)
-        seen: dict[str, None] = {}
-        for m in await self.protocol.due_markers(shard, await self.time(), limit):
-            seen.setdefault(m.task_id, None)
-        return builtins.list(seen)[:limit]
+        return await self._reader.list_ready(shard, limit)
 
     async def wait(
         self, task_id: str, timeout_seconds: float | None = None, poll_interval_ms: int = 200
     ) -> Task:
-        """Poll until the task is final (Completed, Failed, Archived) and return it.
-        One GET per ``poll_interval_ms``.
+        """Poll until the task is final and return it. One GET per ``poll_interval_ms``.
 
         Raises:
             ValidationError: malformed id, bad timeout or interval.
             TaskNotFound: no such task.
             TaskTimeout: not final within ``timeout_seconds`` (also a ``TimeoutError``).
         """
-        check_task_id(task_id)
-        if timeout_seconds is not None:
-            cfg.finite_number(timeout_seconds, "timeout_seconds", 0, 10**9)
-        v.int_in_range(poll_interval_ms, "poll_interval_ms", 1, 3_600_000)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_seconds is None else loop.time() + timeout_seconds
-        while True:
-            task = await self.get(task_id)
-            if task is None:
-                raise TaskNotFound(f"no task {task_id}")
-            if task.status.is_final:
-                return task
-            if deadline is not None and loop.time() >= deadline:
-                raise TaskTimeout(task_id, f"task {task_id} is still {task.status.value} after {timeout_seconds}s")
-            await asyncio.sleep(poll_interval_ms / 1000)
+        return await self._reader.wait(task_id, timeout_seconds, poll_interval_ms)
 
     async def archive(self, task_id: str) -> Task:
         """Move a Completed or Failed task to Archived (one GET, one conditional PUT).
@@ -325,8 +320,87 @@ class Queue:
         """
         task = await self.protocol.archive(check_task_id(task_id))
         if task is None:
-            raise TaskNotFound(f"no task {task_id}")
+            raise TaskNotFound(f"task {task_id} not found")
         return task
+
+    # ------------------------------------------------------------ control
+    async def cancel(self, task_id: str, reason: str | None = None, cancelled_by: str | None = None) -> Task:
+        """Cancel a Pending task; see :meth:`TaskControl.cancel` (``TaskStateError``
+        otherwise, ``TaskNotFound`` for an unknown id)."""
+        return await self.control.cancel(task_id, reason, cancelled_by)
+
+    async def cancel_many(self, task_ids: Sequence[str], reason: str | None = None,
+                          cancelled_by: str | None = None) -> builtins.list[Task]:
+        """Cancel each Pending task; returns those cancelled, in input order."""
+        return await self.control.cancel_many(task_ids, reason, cancelled_by)
+
+    async def cancel_by_type(self, task_type: str, reason: str | None = None,
+                             cancelled_by: str | None = None) -> CancelByTypeResult:
+        """Cancel every Pending task of ``task_type`` in every shard."""
+        v.task_type(task_type)
+        return await self.control.cancel_by_type(task_type, reason, cancelled_by)
+
+    async def request_cancellation(self, task_id: str) -> Task:
+        """Ask the worker running a task to stop; see
+        :meth:`TaskControl.request_cancellation`."""
+        return await self.control.request_cancellation(task_id)
+
+    async def mark_expired(self, task_id: str) -> Task:
+        """Expire a Pending task now; see :meth:`TaskControl.mark_expired`."""
+        return await self.control.mark_expired(task_id)
+
+    async def retry(self, task_id: str) -> Task:
+        """Put a Failed, Cancelled or Expired task back to Pending with a fresh attempt
+        budget (dead-letter replay); see :meth:`TaskControl.replay`."""
+        return await self.control.replay(task_id)
+
+    async def delete(self, task_id: str) -> None:
+        """Delete a final task and its payload objects; see :meth:`TaskControl.delete`."""
+        await self.control.delete(task_id)
+
+    async def load_input(self, task: Task) -> Any:
+        """The task's full input: from its payload object (``input_ref``, 1 GET), else
+        ``task.input``."""
+        return await self.protocol.read_payload(task.input_ref) if task.input_ref else task.input
+
+    async def load_output(self, task: Task) -> Any:
+        """The task's full output: from its payload object (``output_ref``, 1 GET),
+        else ``task.output``."""
+        return await self.protocol.read_payload(task.output_ref) if task.output_ref else task.output
+
+    # ------------------------------------------------------------- schemas
+    async def publish_schema(self, task_type: str, schema: Any) -> None:
+        """Publish a task type's JSON Schemas (``{"input": ..., "output": ...}``)."""
+        await self.schemas.schemas.publish_schema(task_type, schema)
+        self.schemas.invalidate(task_type)
+
+    async def get_schema(self, task_type: str) -> dict[str, Any] | None:
+        """A task type's published schemas, or ``None``."""
+        return await self.schemas.schemas.get_schema(task_type)
+
+    async def list_schemas(self) -> builtins.list[str]:
+        """Task types that have a published schema, sorted."""
+        return await self.schemas.schemas.list_schemas()
+
+    async def delete_schema(self, task_type: str) -> None:
+        """Delete a task type's schemas (absent is fine)."""
+        await self.schemas.schemas.delete_schema(task_type)
+        self.schemas.invalidate(task_type)
+
+    @staticmethod
+    def validate_input(schema: Any, data: Any) -> None:
+        """Check ``data`` against ``schema["input"]`` (draft 2020-12); raises
+        :class:`~buquet.SchemaValidationError`."""
+        from .schemas import validate_input
+
+        validate_input(schema, data)
+
+    @staticmethod
+    def validate_output(schema: Any, data: Any) -> None:
+        """Check ``data`` against ``schema["output"]``; raises SchemaValidationError."""
+        from .schemas import validate_output
+
+        validate_output(schema, data)
 
     # --------------------------------------------------------------- schedules
     async def create_schedule(

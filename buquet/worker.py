@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from . import _validate as v
 from . import config as cfg
-from ._attempt import AttemptRunner, Handler
+from ._attempt import AttemptRunner, Handler, Hooks
 from .keys import ReadyKey
 from ._loops import DeleteBatcher, ErrorLog
 from ._poller import Poller
@@ -142,6 +142,7 @@ class Worker:
         self.stats: dict[str, int] = {}
         self._poller = Poller(self.protocol, self.shards, self._handlers, self._rng)
         self._poll_errors = ErrorLog(log, f"worker {self.worker_id}: poll")
+        self._hooks = Hooks()
         # run_once (serverless): remaining-time function, margin, markers to try first
         self._remaining: Callable[[], float] | None = None
         self._margin_seconds = 0.0
@@ -173,6 +174,35 @@ class Worker:
         """Task types this worker has handlers for (it never claims others)."""
         return sorted(self._handlers)
 
+    def registered_task_types(self) -> list[str]:
+        """Task types this worker has handlers for, sorted (buquet 0.1.0's name)."""
+        return self.task_types
+
+    # ------------------------------------------------------------------- hooks
+    # Decorators; each returns the function; one slot each (registering again
+    # replaces); sync or async; exceptions are logged and swallowed.
+    def on_startup(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """``fn()`` once per :meth:`run`, before the first poll."""
+        self._hooks.on_startup = fn
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """``fn()`` when :meth:`run` ends, however it ends (stop, signal, error)."""
+        self._hooks.on_shutdown = fn
+        return fn
+
+    def on_success(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``fn(task)`` after a handler succeeded and the completion is stored
+        (``task``: the claimed snapshot, status Running)."""
+        self._hooks.on_success = fn
+        return fn
+
+    def on_error(self, fn: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+        """``fn(task, error)`` after a handler failed (retryable or permanent), before
+        the failure is written; not for reschedules. ``error`` is ``"Type: message"``."""
+        self._hooks.on_error = fn
+        return fn
+
     def stop(self) -> None:
         """Ask :meth:`run` to stop: no new claims; in-flight tasks get the grace period.
         Safe to call from signal handlers and other threads of the same loop."""
@@ -183,8 +213,11 @@ class Worker:
         self.stats[name] = self.stats.get(name, 0) + n
 
     # -------------------------------------------------------------------- run
-    async def run(self, options: WorkerRunOptions | None = None) -> None:
+    async def run(self, options: WorkerRunOptions | None = None) -> int:
         """Poll, claim and run tasks until stopped (see :class:`WorkerRunOptions`).
+
+        Returns:
+            The number of tasks this call finished (any outcome).
 
         Raises:
             ValidationError: bad options, or no handler registered.
@@ -204,7 +237,8 @@ class Worker:
                     installed.append(sig)
         deleter = DeleteBatcher(self.queue.store, opts.delete_flush_ms, log)
         deleter.start()
-        runner = AttemptRunner(self.protocol, self.worker_id, self._handlers, deleter, self._count, self._poller.skip)
+        runner = AttemptRunner(self.protocol, self.worker_id, self._handlers, deleter, self._count,
+                               self._poller.skip, self._hooks, self.queue.schemas.check_input)
         background: list[asyncio.Task[None]] = []
         if opts.with_monitor:
             monitor = Monitor(self.queue, self.shards)
@@ -215,7 +249,9 @@ class Worker:
             background.append(asyncio.create_task(
                 Scheduler(self.queue).run(opts.scheduler_interval_seconds, self._stop), name="buquet-scheduler"))
         log.info("worker %s: shards %s, task types %s", self.worker_id, self.shards, self.task_types)
+        finished_before = self._finished
         try:
+            await self._hooks.startup()
             await self._poll_loop(opts, runner)
         finally:
             self._stop.set()
@@ -227,7 +263,9 @@ class Worker:
             await deleter.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            await self._hooks.shutdown()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
+        return self._finished - finished_before
 
     async def run_once(
         self,

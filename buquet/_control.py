@@ -1,0 +1,264 @@
+"""Task control by anyone but the lease holder: cancel, request cancellation, expire,
+replay (retry a final task), delete.
+
+Each operation reads the task, checks the transition is allowed, and writes it with
+``If-Match`` on the version it read (:meth:`TaskProtocol.put_state`); when the task
+changed meanwhile it reads again and decides again. Index entries follow the protocol's
+order (``docs/protocol.md``): a new ready marker is written *before* a task becomes
+Pending, old entries are deleted only after the task is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Sequence
+
+from . import _transitions as tr
+from ._codec import Encoded
+from ._ids import check_task_id
+from ._tasks import Recovery, TaskProtocol
+from ._writes import put_resolved
+from .errors import CorruptObject, PreconditionFailed, TaskNotFound, TaskStateError
+from .keys import LeaseKey
+from .models import Task, TaskStatus
+
+log = logging.getLogger("buquet.control")
+
+#: tries of one control transition when the task keeps changing under it
+_TRIES = 5
+#: requests in flight for bulk operations
+BULK_CONCURRENCY = 16
+
+_REPLAYABLE = (TaskStatus.Failed, TaskStatus.Cancelled, TaskStatus.Expired)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelByTypeResult:
+    """What :meth:`Queue.cancel_by_type` did.
+
+    Attributes:
+        cancelled: the tasks now Cancelled.
+        failed: ``(task_id, error)`` for every task of the type that could not be
+            cancelled (it was claimed meanwhile, ...).
+    """
+
+    cancelled: list[Task] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+class TaskControl:
+    """Transitions requested from outside a worker, over a :class:`TaskProtocol`."""
+
+    def __init__(self, protocol: TaskProtocol) -> None:
+        self.protocol = protocol
+        self.layout = protocol.layout
+
+    async def _transition(
+        self, task_id: str, allowed: Callable[[Task], str | None], change: Callable[[Task, datetime], Task]
+    ) -> tuple[Task, Task]:
+        """Read, check (``allowed`` returns an error text to refuse), write with
+        ``If-Match``; returns ``(before, after)``. Raises TaskNotFound, TaskStateError,
+        CorruptObject, StorageError."""
+        task_id = check_task_id(task_id)
+        for _ in range(_TRIES):
+            loaded = await self.protocol.load(task_id)
+            if loaded is None:
+                raise TaskNotFound(f"task {task_id} not found")
+            task, etag = loaded
+            refusal = allowed(task)
+            if refusal is not None:
+                raise TaskStateError(refusal, task_id, task.status)
+            new = change(task, await self.protocol.time())
+            try:
+                await self.protocol.put_state(new, etag)
+            except PreconditionFailed:
+                continue  # changed meanwhile: decide again on the new state
+            return task, new
+        raise TaskStateError(f"task {task_id} kept changing; try again", task_id)
+
+    async def _drop(self, task: Task) -> None:
+        """Delete the index entries of a task that just became final."""
+        keys = [self.layout.ready_for(task), self.layout.expiry_for(task)]
+        await self.protocol.store.delete_many([k for k in keys if k])
+
+    # --------------------------------------------------------------- cancel
+    async def cancel(self, task_id: str, reason: str | None = None, cancelled_by: str | None = None) -> Task:
+        """Pending → Cancelled (also while delayed). S3: 1 GET + 1 PUT + 1 DeleteObjects.
+
+        Raises:
+            ValidationError: malformed id. TaskNotFound: ``"... not found"``.
+            TaskStateError: ``"Cannot cancel task with status <Status> (only Pending
+                tasks can be cancelled)"``.
+        """
+        def allowed(t: Task) -> str | None:
+            if t.status != TaskStatus.Pending:
+                return f"Cannot cancel task with status {t.status.name} (only Pending tasks can be cancelled)"
+            return None
+
+        before, after = await self._transition(task_id, allowed, lambda t, now: tr.cancelled(t, now, reason, cancelled_by))
+        await self._drop(before)
+        return after
+
+    async def cancel_many(
+        self, task_ids: Sequence[str], reason: str | None = None, cancelled_by: str | None = None
+    ) -> list[Task]:
+        """Cancel each task; returns the ones cancelled, in input order (others are
+        skipped). Every id is checked first: one malformed id raises ValidationError
+        and nothing is done."""
+        ids = [check_task_id(t) for t in task_ids]
+        results = await self._bulk(ids, lambda tid: self.cancel(tid, reason, cancelled_by))
+        return [r for r in results if isinstance(r, Task)]
+
+    async def cancel_by_type(
+        self, task_type: str, reason: str | None = None, cancelled_by: str | None = None
+    ) -> CancelByTypeResult:
+        """Cancel every Pending task of ``task_type`` in every shard (no cap). Tasks
+        are found through the ready index (which holds the type in its keys): one LIST
+        per 1,000 markers per shard, then the cost of :meth:`cancel` per task."""
+        ids: dict[str, None] = {}
+        for shard in self.protocol.shards:
+            start_after: str | None = None
+            while True:
+                page = await self.protocol.store.list(self.layout.ready_prefix(shard), start_after=start_after, limit=1000)
+                for info in page:
+                    m = self.layout.parse_ready(info.key)
+                    if m is not None and m.task_type == task_type:
+                        ids.setdefault(m.task_id, None)
+                if len(page) < 1000:
+                    break
+                start_after = page[-1].key
+        result = CancelByTypeResult()
+        outcomes = await self._bulk(list(ids), lambda tid: self.cancel(tid, reason, cancelled_by))
+        for tid, outcome in zip(ids, outcomes):
+            if isinstance(outcome, Task):
+                result.cancelled.append(outcome)
+            elif isinstance(outcome, TaskStateError) and isinstance(outcome.status, TaskStatus) and outcome.status.is_final:
+                continue  # a leftover marker of a finished task: nothing to cancel
+            else:
+                result.failed.append((tid, str(outcome)))
+        return result
+
+    async def _bulk(self, ids: list[str], op: Callable[[str], "asyncio.Future[Task] | object"]) -> list[object]:
+        sem = asyncio.Semaphore(BULK_CONCURRENCY)
+
+        async def one(tid: str) -> object:
+            async with sem:
+                try:
+                    return await op(tid)  # type: ignore[misc]
+                except (TaskStateError, TaskNotFound, CorruptObject) as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(t) for t in ids)))
+
+    async def request_cancellation(self, task_id: str) -> Task:
+        """Flag a Running task ``cancel_requested``; its worker sees it at its next
+        heartbeat (or when the handler calls ``ctx.refresh()``), and a handler that then
+        returns ``None`` ends the task Cancelled. S3: 1 GET + 1 PUT.
+
+        Raises:
+            ValidationError: ``"Invalid UUID: ..."``. TaskNotFound.
+            TaskStateError: ``"Cannot request cancellation for task with status
+                <Status>"``.
+        """
+        def allowed(t: Task) -> str | None:
+            if t.status != TaskStatus.Running:
+                return f"Cannot request cancellation for task with status {t.status.name}"
+            return None
+
+        return (await self._transition(task_id, allowed, lambda t, now: tr.cancellation_requested(t, now)))[1]
+
+    # --------------------------------------------------------------- expiry
+    async def mark_expired(self, task_id: str) -> Task:
+        """Pending → Expired at once, whatever its deadline. S3: 1 GET + 1 PUT + 1
+        DeleteObjects.
+
+        Raises:
+            TaskNotFound. TaskStateError: ``"Cannot expire task with status <Status>
+                (only Pending tasks can expire)"``.
+        """
+        def allowed(t: Task) -> str | None:
+            if t.status != TaskStatus.Pending:
+                return f"Cannot expire task with status {t.status.name} (only Pending tasks can expire)"
+            return None
+
+        before, after = await self._transition(task_id, allowed, lambda t, now: tr.expired(t, now))
+        await self._drop(before)
+        return after
+
+    async def expire_entry(self, entry: LeaseKey, now: datetime) -> tuple[Recovery, list[str]]:
+        """Monitor step for one due expiry-index entry: a Pending task past its
+        deadline becomes Expired; entries of final tasks are dropped; a Running task
+        keeps its entry (a retry would make it Pending again, still with its deadline).
+        Returns what happened and the keys to delete. S3: 1 GET (+ 1 PUT)."""
+        try:
+            loaded = await self.protocol.load(entry.task_id, entry.shard)
+        except CorruptObject as exc:
+            log.error("expiry entry %s skipped: %s", entry.key, exc)
+            return Recovery.SKIPPED, []
+        if loaded is None:
+            return Recovery.STALE, [entry.key]
+        task, etag = loaded
+        if task.status.is_final:
+            return Recovery.STALE, [entry.key]
+        if task.status != TaskStatus.Pending or task.expires_at is None or task.expires_at > now:
+            return Recovery.SKIPPED, []
+        try:
+            await self.protocol.put_state(tr.expired(task, now), etag)
+        except PreconditionFailed:
+            return Recovery.SKIPPED, []  # claimed or changed meanwhile: next sweep decides
+        return Recovery.FAILED, [entry.key, self.layout.ready_for(task)]
+
+    # ----------------------------------------------------------- replay, delete
+    async def replay(self, task_id: str) -> Task:
+        """A Failed, Cancelled or Expired task back to Pending with a fresh attempt
+        budget (history kept): the dead-letter replay. Its ready marker is written
+        first, so the task is reachable from the moment it is Pending. S3: 1 GET + 2 PUT.
+
+        Raises:
+            TaskNotFound. TaskStateError: ``"Cannot retry task with status <Status>
+                (only Failed, Cancelled or Expired tasks can be retried)"``.
+        """
+        def allowed(t: Task) -> str | None:
+            if t.status not in _REPLAYABLE:
+                return (f"Cannot retry task with status {t.status.name} "
+                        "(only Failed, Cancelled or Expired tasks can be retried)")
+            return None
+
+        task_id = check_task_id(task_id)
+        now = await self.protocol.time()
+        loaded = await self.protocol.load(task_id)
+        if loaded is not None and allowed(loaded[0]) is None:
+            # announce first: a marker of a final task is a harmless leftover
+            await put_resolved(self.protocol.store, self.layout.ready_for(tr.replayed(loaded[0], now)), Encoded(b"", ""))
+        before, after = await self._transition(task_id, allowed, lambda t, _: tr.replayed(t, now))
+        expiry = self.layout.expiry_for(after)
+        if expiry is not None:
+            await put_resolved(self.protocol.store, expiry, Encoded(b"", ""))
+        return after
+
+    async def delete(self, task_id: str, *, force: bool = False) -> None:
+        """Delete a final task, its payload objects and any index leftovers. With
+        ``force`` a Pending task may be deleted too (never a Running one: its worker
+        holds it). S3: 1 GET + 1 LIST + 1 DeleteObjects.
+
+        Raises:
+            TaskNotFound. TaskStateError: the task is not final.
+        """
+        task_id = check_task_id(task_id)
+        loaded = await self.protocol.load(task_id)
+        if loaded is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        task, _ = loaded
+        if not task.status.is_final and not (force and task.status == TaskStatus.Pending):
+            raise TaskStateError(
+                f"Cannot delete task with status {task.status.name} (only final tasks can be deleted)", task_id, task.status
+            )
+        keys = [self.layout.task(task.shard, task.id), self.layout.ready_for(task)]
+        keys += [k for k in (self.layout.expiry_for(task),) if k]
+        keys += [i.key for i in await self.protocol.store.list(self.layout.payload_prefix(task.id))]
+        # the task object last: while it exists, the others can still be found from it
+        await self.protocol.store.delete_many(keys[1:])
+        await self.protocol.store.delete(keys[0])

@@ -1,0 +1,157 @@
+"""Reading tasks for people: history, listings, waiting. Inspection calls, not hot paths."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from dataclasses import replace
+
+from . import _validate as v
+from . import config as cfg
+from ._codec import decode_task
+from ._ids import check_task_id
+from ._tasks import TaskProtocol
+from ._time import parse_when
+from .errors import CorruptObject, TaskNotFound, TaskTimeout, ValidationError
+from .models import Task, TaskStatus
+
+log = logging.getLogger("buquet.queue")
+
+
+class TaskReader:
+    """History, listings and waiting over a :class:`TaskProtocol`."""
+
+    def __init__(self, protocol: TaskProtocol) -> None:
+        self.protocol = protocol
+        self.store = protocol.store
+        self.layout = protocol.layout
+
+    async def get(self, task_id: str) -> Task | None:
+        """The task or ``None`` (see :meth:`Queue.get`)."""
+        return await self.protocol.find(check_task_id(task_id))
+
+    async def time(self):  # type: ignore[no-untyped-def]
+        """The store's time."""
+        return await self.protocol.time()
+
+    def check_shards(self, shards: list[str], field: str) -> None:
+        """Raise ValidationError for a shard this bucket does not have."""
+        for s in shards:
+            if s not in self.protocol.shards:
+                raise ValidationError(field, f"unknown shard {s!r}; this bucket has shards {self.protocol.shards}")
+
+    async def get_history(self, task_id: str) -> builtins.list[Task]:
+        """Every state the task went through, oldest first, as Task snapshots (status,
+        attempt, worker_id, last_error and updated_at as of that transition; output only
+        on the Completed snapshot). Empty if the task does not exist. One GET; needs no
+        bucket versioning: the history is kept inside the task object.
+
+        Raises:
+            ValidationError: malformed ``task_id``.
+        """
+        task = await self.get(task_id)
+        if task is None:
+            return []
+        out: builtins.list[Task] = []
+        last_error: str | None = None
+        for entry in task.history:
+            status = TaskStatus(entry["status"])
+            last_error = entry.get("error", last_error)
+            at = parse_when("history.at", entry["at"])
+            out.append(replace(
+                task, status=status, attempt=int(entry.get("attempt", 0)), worker_id=entry.get("worker_id"),
+                last_error=last_error, updated_at=at,
+                output=task.output if status == TaskStatus.Completed else None,
+                completed_at=at if status.is_final else None, lease_expires_at=None, history=(),
+            ))
+        return out
+
+    async def list(
+        self, shard: str, status: TaskStatus | str | None = None, limit: int = 100
+    ) -> builtins.list[Task]:
+        """Tasks of one shard, oldest first, optionally only those with ``status``.
+        Corrupt task objects are logged and left out.
+
+        Cost: one LIST per 1,000 tasks in the shard plus one GET per task read; this is
+        an inspection call, not for hot paths.
+
+        Raises:
+            ValidationError: unknown shard, bad status, limit not in 1..10000.
+        """
+        self.check_shards([shard], "shard")
+        v.int_in_range(limit, "limit", 1, 10000)
+        want: TaskStatus | None = None
+        if status is not None:
+            try:
+                want = TaskStatus(status)
+            except ValueError:
+                raise ValidationError(
+                    "status", f"must be one of {[s.value for s in TaskStatus]}, got {status!r}"
+                ) from None
+        out: builtins.list[Task] = []
+        start_after: str | None = None
+        while len(out) < limit:
+            page = await self.store.list(self.layout.tasks_prefix(shard), start_after=start_after, limit=1000)
+            if not page:
+                break
+            start_after = page[-1].key
+            for obj in await self.store.get_many([i.key for i in page]):
+                if obj is None:
+                    continue
+                try:
+                    task = decode_task(obj.data, obj.info.key)[0]
+                except CorruptObject as exc:
+                    log.error("list: skipping %s", exc)
+                    continue
+                if want is None or task.status == want:
+                    out.append(task)
+                    if len(out) >= limit:
+                        break
+            if len(page) < 1000:
+                break
+        return out
+
+    async def list_ready(self, shard: str, limit: int = 100) -> builtins.list[str]:
+        """Ids of the tasks in ``shard`` that are due now, earliest due first, from the
+        ready index alone (LIST only, no GETs). A task stays in the index while its
+        attempt is younger than one heartbeat, so an id here may be running already;
+        tasks whose ``schedule_at`` or retry backoff lies ahead are never listed.
+
+        Raises:
+            ValidationError: unknown shard, limit not in 1..1000.
+        """
+        self.check_shards([shard], "shard")
+        v.int_in_range(limit, "limit", 1, 1000)
+        seen: dict[str, None] = {}
+        for m in await self.protocol.due_markers(shard, await self.time(), limit):
+            seen.setdefault(m.task_id, None)
+        return builtins.list(seen)[:limit]
+
+    async def wait(
+        self, task_id: str, timeout_seconds: float | None = None, poll_interval_ms: int = 200
+    ) -> Task:
+        """Poll until the task is final (Completed, Failed, Archived) and return it.
+        One GET per ``poll_interval_ms``.
+
+        Raises:
+            ValidationError: malformed id, bad timeout or interval.
+            TaskNotFound: no such task.
+            TaskTimeout: not final within ``timeout_seconds`` (also a ``TimeoutError``).
+        """
+        check_task_id(task_id)
+        if timeout_seconds is not None:
+            cfg.finite_number(timeout_seconds, "timeout_seconds", 0, 10**9)
+        v.int_in_range(poll_interval_ms, "poll_interval_ms", 1, 3_600_000)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_seconds is None else loop.time() + timeout_seconds
+        while True:
+            task = await self.get(task_id)
+            if task is None:
+                raise TaskNotFound(f"task {task_id} not found")
+            if task.status.is_final:
+                return task
+            if deadline is not None and loop.time() >= deadline:
+                raise TaskTimeout(task_id, f"task {task_id} is still {task.status.value} after {timeout_seconds}s")
+            await asyncio.sleep(poll_interval_ms / 1000)
+

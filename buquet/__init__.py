@@ -10,19 +10,26 @@ from .errors import (
     BuquetError,
     ConfigurationError,
     CorruptObject,
+    IdempotencyConflict,
     LeaseLost,
     ObjectNotFound,
     PermanentError,
     PreconditionFailed,
+    RescheduleError,
     RetryableError,
     ScheduleExists,
     ScheduleNotFound,
+    SchemaValidationError,
     StorageError,
     TaskError,
     TaskNotFound,
+    TaskStateError,
     TaskTimeout,
     ValidationError,
 )
+from ._control import CancelByTypeResult
+from .context import TaskContext
+from .typing import JsonSchemaObject, TaskSchema
 from .models import RetryPolicy, Task, TaskStatus
 from .monitor import Monitor
 from .queue import Queue, connect
@@ -35,9 +42,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BuquetError",
+    "CancelByTypeResult",
     "CatchUp",
     "ConfigurationError",
     "CorruptObject",
+    "IdempotencyConflict",
+    "JsonSchemaObject",
     "LeaseLost",
     "LocalStore",
     "MemoryStore",
@@ -47,6 +57,7 @@ __all__ = [
     "PermanentError",
     "PreconditionFailed",
     "Queue",
+    "RescheduleError",
     "RetryPolicy",
     "RetryableError",
     "Schedule",
@@ -54,10 +65,14 @@ __all__ = [
     "ScheduleLastRun",
     "ScheduleNotFound",
     "Scheduler",
+    "SchemaValidationError",
     "StorageError",
     "Task",
+    "TaskContext",
     "TaskError",
     "TaskNotFound",
+    "TaskSchema",
+    "TaskStateError",
     "TaskStatus",
     "TaskTimeout",
     "ValidationError",

@@ -73,3 +73,11 @@ def check_task_id(value: Any, field: str = "task_id") -> str:
 def shard_index(task_id: str, shard_count: int) -> int:
     """The shard number of a (canonical) task id: its last 48 bits modulo ``shard_count``."""
     return int(task_id[-12:], 16) % shard_count
+
+
+def shard_names(shard_count: int) -> list[str]:
+    """The shard names of a bucket: shard numbers in lowercase hex, zero-padded to one
+    width — ``"0"``…``"3"`` for 4 shards, ``"0"``…``"f"`` for 16, ``"00"``…``"ff"`` for
+    256. With ``16**N`` shards a task's shard is the last ``N`` hex digits of its id."""
+    width = max(1, len(f"{shard_count - 1:x}"))
+    return [f"{i:0{width}x}" for i in range(shard_count)]

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from . import _transitions as tr
 from ._codec import Encoded, decode_task, encode_task
-from ._ids import check_task_id, new_task_id, shard_index
+from ._ids import check_task_id, new_task_id, shard_index, shard_names
 from .keys import KeyLayout, LeaseKey, ReadyKey
 from ._time import to_ms, utcnow
 from ._writes import put_resolved
@@ -122,14 +122,14 @@ class TaskProtocol:
         self.store = store
         self.layout = layout
         self.shard_count = shard_count
-        self.shards = [str(i) for i in range(shard_count)]
+        self.shards = shard_names(shard_count)
         self._clock = clock
         self._rng = rng or random.Random()
 
     # ---------------------------------------------------------------- basics
     def shard_of(self, task_id: str) -> str:
         """The shard of a task id. Raises ValidationError for a malformed id."""
-        return str(shard_index(check_task_id(task_id), self.shard_count))
+        return self.shards[shard_index(check_task_id(task_id), self.shard_count)]
 
     async def time(self) -> datetime:
         """The store's current time (aware UTC); sends at most one HEAD Bucket per

@@ -29,7 +29,7 @@ from .storage.base import ObjectStore
 # ------------------------------------------------------------------ defaults
 #: shards of a new bucket (shards "0".."3", the Quick Start's worker list)
 DEFAULT_SHARD_COUNT = 4
-MAX_SHARD_COUNT = 256
+MAX_SHARD_COUNT = 16**4  # shard_prefix_len=4
 #: Queue.submit defaults
 DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_MAX_RETRIES = 3
@@ -61,6 +61,7 @@ ENV_ENDPOINT = "S3_ENDPOINT"
 ENV_REGION = "S3_REGION"
 ENV_LOCAL_DIR = "BUQUET_LOCAL_DIR"
 ENV_PREFIX = "BUQUET_PREFIX"
+ENV_SHARD_PREFIX_LEN = "BUQUET_SHARD_PREFIX_LEN"
 CONFIG_VERSION = 1
 
 
@@ -156,6 +157,47 @@ def prefix_from_env(prefix: str | None, env: Mapping[str, str] | None = None) ->
     """``prefix`` if given, else ``BUQUET_PREFIX``, else ``""``."""
     env = os.environ if env is None else env
     return prefix if prefix is not None else env.get(ENV_PREFIX, "")
+
+
+def shard_count_from(
+    shard_count: int | None, shard_prefix_len: int | None, env: Mapping[str, str] | None = None
+) -> int | None:
+    """The shard count a client asks for: ``shard_count``, or ``16 ** shard_prefix_len``
+    (argument, else env ``BUQUET_SHARD_PREFIX_LEN``); ``None`` = the bucket's own.
+
+    Raises:
+        ValidationError: ``shard_prefix_len`` outside 1–4, ``shard_count`` outside
+            1–65536, or the two disagree.
+    """
+    env = os.environ if env is None else env
+    if shard_prefix_len is None:
+        raw = (env.get(ENV_SHARD_PREFIX_LEN) or "").strip()
+        if raw:
+            try:
+                shard_prefix_len = int(raw)
+            except ValueError:
+                raise ValidationError(ENV_SHARD_PREFIX_LEN, f"must be an integer from 1 to 4, got {raw!r}") from None
+    if shard_prefix_len is not None:
+        if isinstance(shard_prefix_len, bool) or not isinstance(shard_prefix_len, int) or not 1 <= shard_prefix_len <= 4:
+            raise ValidationError("shard_prefix_len", f"must be an integer from 1 to 4, got {shard_prefix_len!r}")
+        wanted = 16**shard_prefix_len
+        if shard_count is not None and shard_count != wanted:
+            raise ValidationError("shard_prefix_len", f"shard_prefix_len={shard_prefix_len} means {wanted} shards, "
+                                  f"but shard_count={shard_count} was given")
+        return wanted
+    if shard_count is not None:
+        if isinstance(shard_count, bool) or not isinstance(shard_count, int) or not 1 <= shard_count <= MAX_SHARD_COUNT:
+            raise ValidationError("shard_count", f"must be an integer from 1 to {MAX_SHARD_COUNT}, got {shard_count!r}")
+    return shard_count
+
+
+def prefix_len_of(shard_count: int) -> int | None:
+    """``N`` when a bucket has ``16 ** N`` shards (``N`` ≥ 1), else ``None`` (e.g. the
+    default 4-shard bucket)."""
+    for n in range(1, 5):
+        if shard_count == 16**n:
+            return n
+    return None
 
 
 # ------------------------------------------------------------ bucket config

@@ -33,8 +33,9 @@ class ValidationError(BuquetError, ValueError):
         super().__init__(f"{field}: {rule}")
 
 
-class StorageError(BuquetError):
-    """A storage request failed (network, permissions, server error, ...).
+class StorageError(BuquetError, RuntimeError):
+    """A storage request failed (network, permissions, server error, ...). Also a
+    ``RuntimeError``, as buquet 0.1.0 raised.
 
     The message is one line, ``S3 <OP> s3://<bucket>/<key> failed: <status or kind>:
     <short reason> (<hint>)`` for S3 (local directories use the same shape); the

@@ -31,6 +31,7 @@ from .storage.base import ObjectStore
 if TYPE_CHECKING:
     from .schedules import CatchUp, Schedule, ScheduleLastRun, ScheduleStore
     from .schemas import SchemaCache
+    from .storage.client import StorageClient
 
 log = logging.getLogger("buquet.queue")
 
@@ -98,7 +99,8 @@ class Queue:
 
     @property
     def shards(self) -> builtins.list[str]:
-        """The bucket's shard names: ``["0", "1", …, str(shard_count - 1)]``."""
+        """The bucket's shard names, lowercase hex (``["0", "1", "2", "3"]`` for the
+        default 4 shards, ``"0"``…``"f"`` for 16)."""
         return builtins.list(self.protocol.shards)
 
     @property
@@ -119,6 +121,24 @@ class Queue:
 
             self._schemas = SchemaCache(SchemaStore(self.store, self.layout))
         return self._schemas
+
+    @property
+    def shard_prefix_len(self) -> int | None:
+        """``N`` for a bucket of ``16 ** N`` shards; ``None`` for other counts, such as
+        the default 4 shards ``"0"``…``"3"``."""
+        return cfg.prefix_len_of(self.shard_count)
+
+    def all_shards(self) -> builtins.list[str]:
+        """Every shard name of the bucket, lowercase hex, zero-padded, sorted (sync)."""
+        return sorted(self.protocol.shards)
+
+    @property
+    def storage(self) -> "StorageClient":
+        """Raw object access on the queue's bucket (:class:`~buquet.storage.client.
+        StorageClient`): get/put/delete/list/exists by bucket key."""
+        from .storage.client import StorageClient
+
+        return StorageClient(self.store)
 
     def shard_of(self, task_id: str) -> str:
         """The shard a task id belongs to. Raises ValidationError for a malformed id."""
@@ -465,6 +485,7 @@ async def connect(
     shard_count: int | None = None,
     clock: Clock | None = None,
     read_only: bool = False,
+    shard_prefix_len: int | None = None,
 ) -> Queue:
     """Open a queue.
 
@@ -481,6 +502,9 @@ async def connect(
             (default: env ``BUQUET_PREFIX``, else none).
         shard_count: shards for a new bucket (default 4: shards "0".."3"); for an
             existing bucket it must match the stored setting or be ``None``.
+        shard_prefix_len: buquet 0.1.0's way to say ``shard_count = 16 ** N`` (1–4:
+            16 to 65,536 shards named by N lowercase hex digits); else env
+            ``BUQUET_SHARD_PREFIX_LEN``; else the bucket's stored setting.
         clock: injected clock (tests).
         read_only: do not create ``config.json`` in a fresh bucket (inspection tools:
             a mistyped bucket or directory is not turned into a new queue).
@@ -494,8 +518,7 @@ async def connect(
         ValidationError: bad shard_count.
         StorageError: the store cannot be reached.
     """
-    if shard_count is not None:
-        v.int_in_range(shard_count, "shard_count", 1, cfg.MAX_SHARD_COUNT)
+    shard_count = cfg.shard_count_from(shard_count, shard_prefix_len)
     if store is None:
         store = cfg.store_from_env(endpoint, bucket, region, local_dir)
     prefix = cfg.prefix_from_env(prefix)

@@ -411,3 +411,49 @@ async def test_wait_timeout_is_a_timeout_error(queue: Queue) -> None:
     with pytest.raises(TimeoutError) as info:
         await queue.wait(task.id, timeout_seconds=0)
     assert isinstance(info.value, TaskTimeout)
+
+
+# ------------------------------------------------------- §13 storage and shards
+@pytest.mark.parametrize("prefix_len,first,last", [(1, "0", "f"), (2, "00", "ff")])
+async def test_shard_prefix_len_selects_hex_shards_and_tasks_land_in_them(prefix_len: int, first: str, last: str) -> None:
+    from buquet import connect
+
+    queue = await connect(store=MemoryStore(), shard_prefix_len=prefix_len)
+    shards = queue.all_shards()
+    assert len(shards) == 16**prefix_len and shards[0] == first and shards[-1] == last
+    assert queue.shard_prefix_len == prefix_len
+    task = await queue.submit("t", 1)
+    assert task.shard == task.id.replace("-", "")[-prefix_len:]
+    again = await connect(store=queue.store)
+    assert again.shard_count == 16**prefix_len  # the bucket remembers
+
+
+async def test_default_bucket_has_four_shards_and_no_prefix_len(queue: Queue) -> None:
+    assert queue.all_shards() == ["0", "1", "2", "3"] and queue.shard_prefix_len is None
+
+
+@pytest.mark.parametrize("bad", [0, 5, "2", True])
+async def test_shard_prefix_len_out_of_range_is_a_value_error(bad: Any) -> None:
+    from buquet import connect
+
+    with pytest.raises(ValueError):
+        await connect(store=MemoryStore(), shard_prefix_len=bad)
+
+
+async def test_storage_client_round_trip_and_its_messages(queue: Queue) -> None:
+    storage = queue.storage
+    etag = await storage.put("side/a.bin", b"\x00\x01")
+    assert await storage.get("side/a.bin") == (b"\x00\x01", etag)
+    assert await storage.exists("side/a.bin") and not await storage.exists("side/none")
+    with pytest.raises(RuntimeError, match="Object not found: side/none"):
+        await storage.get("side/none")
+    with pytest.raises(RuntimeError, match="Precondition failed for object: side/a.bin"):
+        await storage.put("side/a.bin", b"x", if_match='"stale"')
+    for i in range(1203):
+        await storage.put(f"many/{i:05d}", b"")
+    keys = await storage.list("many/", limit=1500)
+    assert len(keys) == 1203 and keys == sorted(keys)
+    assert await storage.list("many/", start_after="many/01200") == ["many/01201", "many/01202"]
+    await storage.delete("side/a.bin")
+    await storage.delete("side/a.bin")  # absent is fine
+    assert not await storage.exists("side/a.bin")

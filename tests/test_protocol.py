@@ -254,7 +254,7 @@ async def test_monitor_keeps_the_entry_of_a_running_task_whose_newer_entry_is_mi
     assert isinstance(lease, Lease)
     await queue.store.delete_many(await queue.protocol.extend(lease, 10))  # entry E1, marker gone
     # a later heartbeat's task write lands, its entry does not (the old write order)
-    await queue.protocol.write(lease, tr.extended(lease.task, now, now + timedelta(seconds=40)))
+    await queue.protocol.write(lease, lambda t: tr.extended(t, now, now + timedelta(seconds=40)))
     clock.advance(15)  # E1 expired, the lease (40 s) has not
     await Monitor(queue).sweep()
     entries = [k for k in queue.store.keys() if k.startswith("leases/")]  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from . import config as cfg
@@ -12,7 +12,7 @@ from ._control import TaskControl
 from ._loops import every
 from ._tasks import Recovery
 from ._time import to_ms
-from .errors import StorageError
+from .errors import BuquetError, StorageError
 from .queue import Queue
 
 log = logging.getLogger("buquet.monitor")
@@ -35,16 +35,31 @@ class Monitor:
     the number of tasks in the bucket. Tasks that crash within their first heartbeat
     still have their ready marker and are taken over by any worker polling the shard.
 
+    **Retention** (``retention_days``): each sweep also reads one page (up to 1,000
+    keys) of each shard's task objects, resuming where the last sweep stopped, and
+    deletes final tasks (Completed, Failed, Cancelled, Archived, Expired) not changed for
+    ``retention_days``, with their payload objects. Cost: one LIST per shard per sweep
+    plus one GET per object older than the cutoff (the LIST's LastModified filters the
+    rest), one DeleteObjects per deleted task.
+
     Args:
         queue: the queue.
         shards: shards to watch (default: all of the bucket's shards).
+        retention_days: delete final tasks this old (``None``: keep them forever).
+
+    Raises:
+        ValidationError: ``retention_days`` not a positive number.
     """
 
-    def __init__(self, queue: Queue, shards: Sequence[str] | None = None) -> None:
+    def __init__(self, queue: Queue, shards: Sequence[str] | None = None, *,
+                 retention_days: float | None = None) -> None:
         self.queue = queue
         self.protocol = queue.protocol
         self.control = TaskControl(queue.protocol)
         self.shards = queue.check_shards(shards) if shards is not None else queue.shards
+        self.retention_days = None if retention_days is None else cfg.finite_number(
+            retention_days, "retention_days", 0.001, 36500)
+        self._retention_cursor: dict[str, str | None] = {}
 
     async def sweep(self, now: datetime | None = None) -> int:
         """One pass over every watched shard; returns how many tasks were recovered
@@ -76,7 +91,40 @@ class Monitor:
         recovered += await self._sweep_index(
             layout.expiry_prefix(shard), layout.parse_expiry, self.control.expire_entry, now
         )
+        if self.retention_days is not None:
+            await self.retain(shard, now)
         return recovered
+
+    async def retain(self, shard: str, now: datetime) -> int:
+        """One retention step for one shard (see the class docstring); returns the
+        number of tasks deleted."""
+        assert self.retention_days is not None
+        cutoff = now - timedelta(days=self.retention_days)
+        page = await self.protocol.store.list(
+            self.protocol.layout.tasks_prefix(shard), start_after=self._retention_cursor.get(shard), limit=1000)
+        self._retention_cursor[shard] = page[-1].key if len(page) == 1000 else None
+        deleted = 0
+        for info in page:
+            if info.last_modified > cutoff:
+                continue
+            parsed = self.protocol.layout.parse_task(info.key)
+            if parsed is None:
+                continue
+            try:
+                loaded = await self.protocol.load(parsed[1], parsed[0])
+            except StorageError as exc:  # CorruptObject included: left for a person
+                log.warning("retention: %s", exc)
+                continue
+            if loaded is None or not loaded[0].status.is_final or loaded[0].updated_at > cutoff:
+                continue
+            try:
+                await self.control.delete(loaded[0].id)
+                deleted += 1
+            except BuquetError as exc:
+                log.warning("retention: task %s: %s", loaded[0].id, exc)
+        if deleted:
+            log.info("retention: deleted %d tasks of shard %s older than %s days", deleted, shard, self.retention_days)
+        return deleted
 
     async def _sweep_index(self, prefix: str, parse: Any, handle: Any, now: datetime) -> int:
         """Handle the entries of a time-sorted index that are due at ``now``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import logging
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import _validate as v
@@ -377,6 +377,22 @@ class Queue:
     async def delete(self, task_id: str) -> None:
         """Delete a final task and its payload objects; see :meth:`TaskControl.delete`."""
         await self.control.delete(task_id)
+
+    async def purge(self, status: TaskStatus | str | None = None, task_type: str | None = None,
+                    older_than_seconds: float | None = None) -> int:
+        """Delete final tasks (only of ``status``/``task_type``, only unchanged for
+        ``older_than_seconds`` when given); returns how many. Reads every task: an
+        operator's tool. Raises ValidationError for a non-final ``status``."""
+        want = None if status is None else TaskStatus(status)
+        if want is not None and not want.is_final:
+            raise ValidationError("status", f"only final tasks can be purged, not {want.value}")
+        if task_type is not None:
+            v.task_type(task_type)
+        cutoff = None
+        if older_than_seconds is not None:
+            cfg.finite_number(older_than_seconds, "older_than_seconds", 0, 10**10)
+            cutoff = await self.time() - timedelta(seconds=older_than_seconds)
+        return await self.control.purge(status=want, task_type=task_type, older_than=cutoff)
 
     async def load_input(self, task: Task) -> Any:
         """The task's full input: from its payload object (``input_ref``, 1 GET), else

@@ -70,6 +70,9 @@ class WorkerRunOptions:
             by up to a second about whether a just-submitted task is due yet.
         delete_flush_ms: index deletions are batched into one DeleteObjects request per
             this many milliseconds (at most 1,000 keys each).
+        retention_days: with ``with_monitor``, the built-in monitor deletes final tasks
+            not changed for this many days (see :class:`~buquet.Monitor`); ``None``
+            keeps them.
     """
 
     poll_interval_ms: int = cfg.DEFAULT_POLL_INTERVAL_MS
@@ -86,6 +89,7 @@ class WorkerRunOptions:
     idle_horizon_ms: int = 2000
     with_scheduler: bool = False
     scheduler_interval_seconds: float = cfg.DEFAULT_SCHEDULER_INTERVAL_SECONDS
+    retention_days: float | None = None
 
     def validate(self) -> None:
         """Raise ValidationError naming the first bad field (NaN and ±inf are
@@ -101,6 +105,8 @@ class WorkerRunOptions:
         cfg.finite_number(self.scheduler_interval_seconds, "scheduler_interval_seconds", 0.01, 24 * 3600)
         if self.max_tasks is not None:
             v.int_in_range(self.max_tasks, "max_tasks", 0, 10**12)
+        if self.retention_days is not None:
+            cfg.finite_number(self.retention_days, "retention_days", 0.001, 36500)
 
 
 class Worker:
@@ -241,7 +247,7 @@ class Worker:
                                self._poller.skip, self._hooks, self.queue.schemas.check_input)
         background: list[asyncio.Task[None]] = []
         if opts.with_monitor:
-            monitor = Monitor(self.queue, self.shards)
+            monitor = Monitor(self.queue, self.shards, retention_days=opts.retention_days)
             background.append(asyncio.create_task(monitor.run(opts.monitor_interval_seconds, self._stop), name="buquet-monitor"))
         if opts.with_scheduler:
             from .scheduler import Scheduler

@@ -457,3 +457,44 @@ async def test_storage_client_round_trip_and_its_messages(queue: Queue) -> None:
     await storage.delete("side/a.bin")
     await storage.delete("side/a.bin")  # absent is fine
     assert not await storage.exists("side/a.bin")
+
+
+# ------------------------------------------------------------------ retention
+async def test_retention_deletes_only_old_final_tasks_with_their_payloads(queue: Queue, clock: FakeClock, store: MemoryStore) -> None:
+    import datetime as _dt
+
+    real_now = _dt.datetime.now(_dt.timezone.utc)
+    clock.now = real_now  # the memory store stamps LastModified with the real clock
+    old_done = await queue.submit("t", {"big": "x" * 300_000})
+    old_pending = await queue.submit("t", 2)
+    lease = await claim(queue, old_done.id)
+    await queue.protocol.complete(lease, 1)
+    clock.advance(3 * 86400)  # three days later
+    fresh = await queue.submit("t", 3)
+    lease = await claim(queue, fresh.id)
+    await queue.protocol.complete(lease, 3)
+    monitor = Monitor(queue, retention_days=2)
+    # LastModified comes from the store's own clock: pretend the first objects are old
+    for key in list(store.keys()):
+        if old_done.id in key or old_pending.id in key:
+            obj = store._objects[key]  # noqa: SLF001 - test back door to age an object
+            store._objects[key] = type(obj)(type(obj.info)(obj.info.key, obj.info.etag, obj.info.size,
+                                                            real_now - _dt.timedelta(days=3)), obj.data)
+    clock.now = real_now + _dt.timedelta(days=3)
+    await monitor.sweep()
+    assert await queue.get(old_done.id) is None and not [k for k in store.keys() if old_done.id in k]
+    assert (await queue.get(old_pending.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+    assert (await queue.get(fresh.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+
+
+async def test_purge_by_status_and_type(queue: Queue) -> None:
+    a = await queue.submit("a", 1)
+    b = await queue.submit("b", 2)
+    c = await queue.submit("a", 3)
+    await queue.cancel(a.id)
+    await queue.cancel(b.id)
+    with pytest.raises(ValidationError):
+        await queue.purge(status="pending")
+    assert await queue.purge(status="cancelled", task_type="a") == 1
+    assert await queue.get(a.id) is None and await queue.get(b.id) is not None
+    assert await queue.purge() == 1 and (await queue.get(c.id)).status == TaskStatus.Pending  # type: ignore[union-attr]

@@ -28,6 +28,28 @@ from buquet.errors import RescheduleError, TaskNotFound, TaskStateError
 from tests.conftest import FakeClock
 
 
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.s3)])
+async def anyq(request: pytest.FixtureRequest, clock: FakeClock) -> Queue:
+    """A queue on the in-memory store and on SeaweedFS, with the fake clock. Tests that
+    inspect the store's keys use ``queue`` + ``store`` (memory only) instead."""
+    from buquet import connect
+
+    if request.param == "memory":
+        return await connect(store=request.getfixturevalue("store"), clock=clock)
+    factory = request.getfixturevalue("s3_queue_factory")
+    return await factory(clock=clock)
+
+
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.s3)])
+async def live_anyq(request: pytest.FixtureRequest) -> Queue:
+    """A queue with the real clock (worker runs) on the in-memory store and SeaweedFS."""
+    from buquet import connect
+
+    if request.param == "memory":
+        return await connect(store=MemoryStore())
+    return await request.getfixturevalue("s3_queue_factory")()
+
+
 def quiet(**kw: Any) -> WorkerRunOptions:
     base: dict[str, Any] = dict(exit_when_idle=True, with_monitor=False, handle_signals=False, delete_flush_ms=0)
     base.update(kw)
@@ -51,8 +73,8 @@ def test_task_status_has_cancelled_and_expired_and_0_1_0_spellings() -> None:
     assert TaskStatus.Cancelled.is_final and TaskStatus.Expired.is_final and not TaskStatus.Running.is_final
 
 
-async def test_task_to_dict_has_0_1_0_keys_and_helpers(queue: Queue, clock: FakeClock) -> None:
-    task = await queue.submit("t", {"a": 1}, ttl_seconds=60, max_reschedules=2)
+async def test_task_to_dict_has_0_1_0_keys_and_helpers(anyq: Queue, clock: FakeClock) -> None:
+    task = await anyq.submit("t", {"a": 1}, ttl_seconds=60, max_reschedules=2)
     d = task.to_dict()
     assert list(d) == ["id", "shard", "task_type", "input", "output", "status", "timeout_seconds", "max_retries",
                        "retry_count", "created_at", "available_at", "lease_expires_at", "lease_id", "attempt",
@@ -82,31 +104,31 @@ async def test_cancel_pending_and_the_0_1_0_messages(queue: Queue, store: Memory
         await queue.request_cancellation("nope")
 
 
-async def test_cancel_many_checks_ids_first_and_keeps_input_order(queue: Queue) -> None:
-    a, b, c = [await queue.submit("t", i) for i in range(3)]
-    await claim(queue, b.id)
+async def test_cancel_many_checks_ids_first_and_keeps_input_order(anyq: Queue) -> None:
+    a, b, c = [await anyq.submit("t", i) for i in range(3)]
+    await claim(anyq, b.id)
     with pytest.raises(ValueError):
-        await queue.cancel_many([a.id, "bad"])
-    assert (await queue.get(a.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
-    out = await queue.cancel_many([c.id, b.id, a.id], reason="r")
+        await anyq.cancel_many([a.id, "bad"])
+    assert (await anyq.get(a.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+    out = await anyq.cancel_many([c.id, b.id, a.id], reason="r")
     assert [t.id for t in out] == [c.id, a.id]
 
 
-async def test_cancel_by_type_cancels_every_pending_task_of_the_type(queue: Queue) -> None:
-    mine = [await queue.submit("mine", i) for i in range(25)]
-    other = await queue.submit("other", 0)
+async def test_cancel_by_type_cancels_every_pending_task_of_the_type(anyq: Queue) -> None:
+    mine = [await anyq.submit("mine", i) for i in range(25)]
+    other = await anyq.submit("other", 0)
     running = mine[0]
-    await claim(queue, running.id)
-    result = await queue.cancel_by_type("mine", reason="cleanup")
+    await claim(anyq, running.id)
+    result = await anyq.cancel_by_type("mine", reason="cleanup")
     assert sorted(t.id for t in result.cancelled) == sorted(t.id for t in mine[1:])
     assert [tid for tid, _ in result.failed] == [running.id] and "Running" in result.failed[0][1]
-    assert (await queue.get(other.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+    assert (await anyq.get(other.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
 
 
-async def test_request_cancellation_reaches_the_handler_and_none_ends_cancelled(live_queue: Queue) -> None:
-    task = await live_queue.submit("long", None, max_retries=0)
-    other = await live_queue.submit("long", "finish")
-    worker = Worker(live_queue, "w", live_queue.shards)
+async def test_request_cancellation_reaches_the_handler_and_none_ends_cancelled(live_anyq: Queue) -> None:
+    task = await live_anyq.submit("long", None, max_retries=0)
+    other = await live_anyq.submit("long", "finish")
+    worker = Worker(live_anyq, "w", live_anyq.shards)
     started = asyncio.Event()
     seen: list[bool] = []
 
@@ -122,43 +144,43 @@ async def test_request_cancellation_reaches_the_handler_and_none_ends_cancelled(
 
     async def requester() -> None:
         await started.wait()
-        later = await live_queue.submit("long", None, schedule_at="2099-01-01T00:00:00Z")
+        later = await live_anyq.submit("long", None, schedule_at="2099-01-01T00:00:00Z")
         with pytest.raises(RuntimeError, match="Cannot request cancellation for task with status Pending"):
-            await live_queue.request_cancellation(later.id)
-        flagged = await live_queue.request_cancellation(task.id)
+            await live_anyq.request_cancellation(later.id)
+        flagged = await live_anyq.request_cancellation(task.id)
         assert flagged.status == TaskStatus.Running and flagged.cancel_requested
 
     await asyncio.wait_for(asyncio.gather(worker.run(quiet(lease_seconds=1, max_concurrency=1)), requester()), 30)
-    final = await live_queue.get(task.id)
+    final = await live_anyq.get(task.id)
     assert seen and final is not None and final.status == TaskStatus.Cancelled, final
     assert worker.stats.get("lease_lost", 0) == 0
-    assert (await live_queue.get(other.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    assert (await live_anyq.get(other.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
 
 
-async def test_a_cancellation_request_racing_completion_never_loses_the_result(queue: Queue) -> None:
-    task = await queue.submit("t", 1)
-    lease = await claim(queue, task.id)
-    await queue.request_cancellation(task.id)  # changes the ETag under the worker
-    await queue.protocol.complete(lease, {"ok": True})  # not None: completes normally
-    final = await queue.get(task.id)
+async def test_a_cancellation_request_racing_completion_never_loses_the_result(anyq: Queue) -> None:
+    task = await anyq.submit("t", 1)
+    lease = await claim(anyq, task.id)
+    await anyq.request_cancellation(task.id)  # changes the ETag under the worker
+    await anyq.protocol.complete(lease, {"ok": True})  # not None: completes normally
+    final = await anyq.get(task.id)
     assert final is not None and final.status == TaskStatus.Completed and final.output == {"ok": True}
 
 
-async def test_cancel_racing_claim_has_one_winner(queue: Queue) -> None:
+async def test_cancel_racing_claim_has_one_winner(anyq: Queue) -> None:
     for _ in range(10):
-        task = await queue.submit("t", 1)
-        now = await queue.time()
-        [m] = [m for m in await queue.protocol.due_markers(task.shard, now, 100) if m.task_id == task.id]
-        results = await asyncio.gather(queue.cancel(task.id), queue.protocol.claim(m, "w", 30, now), return_exceptions=True)
-        final = await queue.get(task.id)
+        task = await anyq.submit("t", 1)
+        now = await anyq.time()
+        [m] = [m for m in await anyq.protocol.due_markers(task.shard, now, 100) if m.task_id == task.id]
+        results = await asyncio.gather(anyq.cancel(task.id), anyq.protocol.claim(m, "w", 30, now), return_exceptions=True)
+        final = await anyq.get(task.id)
         won = [r for r in results if isinstance(r, Lease) or getattr(r, "status", None) == TaskStatus.Cancelled]
         assert len(won) == 1 and final.status in (TaskStatus.Cancelled, TaskStatus.Running)  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------- TaskContext
-async def test_task_context_extend_lease_refresh_and_progress(live_queue: Queue) -> None:
-    task = await live_queue.submit("job", None)
-    worker = Worker(live_queue, "w", live_queue.shards)
+async def test_task_context_extend_lease_refresh_and_progress(live_anyq: Queue) -> None:
+    task = await live_anyq.submit("job", None)
+    worker = Worker(live_anyq, "w", live_anyq.shards)
     seen: dict[str, Any] = {}
     mid = asyncio.Event()
     go_on = asyncio.Event()
@@ -178,7 +200,7 @@ async def test_task_context_extend_lease_refresh_and_progress(live_queue: Queue)
 
     async def observe() -> None:
         await mid.wait()
-        running = await live_queue.get(task.id)
+        running = await live_anyq.get(task.id)
         seen["progress"] = running.progress  # type: ignore[union-attr]
         go_on.set()
 
@@ -186,35 +208,35 @@ async def test_task_context_extend_lease_refresh_and_progress(live_queue: Queue)
     before, after = seen["extended"]
     assert seen["id"] == task.id and after > before
     assert seen["progress"]["percent"] == 50.0 and seen["progress"]["message"] == "half"
-    final = await live_queue.get(task.id)
+    final = await live_anyq.get(task.id)
     assert final.status == TaskStatus.Completed and final.progress is None  # type: ignore[union-attr]
 
 
-async def test_extend_lease_fails_once_the_task_was_claimed_again(queue: Queue, clock: FakeClock) -> None:
-    task = await queue.submit("t", 1)
-    lease = await claim(queue, task.id, lease_seconds=5)
+async def test_extend_lease_fails_once_the_task_was_claimed_again(anyq: Queue, clock: FakeClock) -> None:
+    task = await anyq.submit("t", 1)
+    lease = await claim(anyq, task.id, lease_seconds=5)
     clock.advance(10)
-    await claim(queue, task.id)  # another worker takes the lapsed lease
+    await claim(anyq, task.id)  # another worker takes the lapsed lease
     with pytest.raises(LeaseLost, match=f"Failed to extend lease for task {task.id}") as info:
-        await TaskContext(queue.protocol, lease).extend_lease(30)
+        await TaskContext(anyq.protocol, lease).extend_lease(30)
     assert isinstance(info.value, RuntimeError)
 
 
-async def test_one_and_two_argument_handlers_and_sync_ones(live_queue: Queue) -> None:
-    worker = Worker(live_queue, "w", live_queue.shards)
+async def test_one_and_two_argument_handlers_and_sync_ones(live_anyq: Queue) -> None:
+    worker = Worker(live_anyq, "w", live_anyq.shards)
     worker.task("one")(lambda x: x + 1)
     worker.task("two")(lambda x, ctx: [x, ctx.task_id])
-    a = await live_queue.submit("one", 1)
-    b = await live_queue.submit("two", 2)
+    a = await live_anyq.submit("one", 1)
+    b = await live_anyq.submit("two", 2)
     await asyncio.wait_for(worker.run(quiet()), 20)
-    assert (await live_queue.get(a.id)).output == 2  # type: ignore[union-attr]
-    assert (await live_queue.get(b.id)).output == [2, b.id]  # type: ignore[union-attr]
+    assert (await live_anyq.get(a.id)).output == 2  # type: ignore[union-attr]
+    assert (await live_anyq.get(b.id)).output == [2, b.id]  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------- reschedule
-async def test_reschedule_is_not_a_failure_and_max_reschedules_caps_it(live_queue: Queue) -> None:
-    task = await live_queue.submit("job", None, max_reschedules=2, max_retries=0)
-    worker = Worker(live_queue, "w", live_queue.shards)
+async def test_reschedule_is_not_a_failure_and_max_reschedules_caps_it(live_anyq: Queue) -> None:
+    task = await live_anyq.submit("job", None, max_reschedules=2, max_retries=0)
+    worker = Worker(live_anyq, "w", live_anyq.shards)
     calls = 0
 
     @worker.task("job")
@@ -224,17 +246,17 @@ async def test_reschedule_is_not_a_failure_and_max_reschedules_caps_it(live_queu
         raise RescheduleError(0)
 
     await asyncio.wait_for(worker.run(quiet()), 20)
-    final = await live_queue.get(task.id)
+    final = await live_anyq.get(task.id)
     assert calls == 3 and final is not None and final.status == TaskStatus.Failed
     assert final.last_error == "Max reschedules (2) exceeded" and final.reschedule_count == 2
     assert str(RescheduleError(5)) == "Reschedule after 5 seconds" and RescheduleError(5).delay_seconds == 5
 
 
-async def test_reschedule_delays_and_keeps_retry_count(queue: Queue, clock: FakeClock) -> None:
-    task = await queue.submit("t", 1)
-    lease = await claim(queue, task.id)
-    await queue.protocol.reschedule(lease, 30)
-    again = await queue.get(task.id)
+async def test_reschedule_delays_and_keeps_retry_count(anyq: Queue, clock: FakeClock) -> None:
+    task = await anyq.submit("t", 1)
+    lease = await claim(anyq, task.id)
+    await anyq.protocol.reschedule(lease, 30)
+    again = await anyq.get(task.id)
     assert again.status == TaskStatus.Pending and again.attempt == 0 and again.retry_count == 0  # type: ignore[union-attr]
     assert again.available_at == clock.now + timedelta(seconds=30) and again.reschedule_count == 1  # type: ignore[union-attr]
 
@@ -259,22 +281,22 @@ async def test_expired_before_claim_never_runs_and_the_monitor_expires_the_rest(
     assert not [k for k in store.keys() if k.startswith(("ready/", "expiries/"))]
 
 
-async def test_mark_expired_and_its_message(queue: Queue) -> None:
-    task = await queue.submit("t", 1)
-    assert (await queue.mark_expired(task.id)).status == TaskStatus.Expired
+async def test_mark_expired_and_its_message(anyq: Queue) -> None:
+    task = await anyq.submit("t", 1)
+    assert (await anyq.mark_expired(task.id)).status == TaskStatus.Expired
     with pytest.raises(RuntimeError, match=r"Cannot expire task with status Expired \(only Pending tasks can expire\)"):
-        await queue.mark_expired(task.id)
+        await anyq.mark_expired(task.id)
 
 
-async def test_retries_keep_the_deadline(queue: Queue, clock: FakeClock) -> None:
-    task = await queue.submit("t", 1, ttl_seconds=20, retry_policy=RetryPolicy(initial_interval_ms=30_000, max_interval_ms=30_000, jitter_percent=0))
-    lease = await claim(queue, task.id)
-    await queue.protocol.fail(lease, "boom", retryable=True)
+async def test_retries_keep_the_deadline(anyq: Queue, clock: FakeClock) -> None:
+    task = await anyq.submit("t", 1, ttl_seconds=20, retry_policy=RetryPolicy(initial_interval_ms=30_000, max_interval_ms=30_000, jitter_percent=0))
+    lease = await claim(anyq, task.id)
+    await anyq.protocol.fail(lease, "boom", retryable=True)
     clock.advance(31)  # the retry is due, the deadline passed
-    worker = Worker(queue, "w", queue.shards)
+    worker = Worker(anyq, "w", anyq.shards)
     worker.task("t")(lambda x: x)
     await worker.run(quiet())
-    assert (await queue.get(task.id)).status == TaskStatus.Expired  # type: ignore[union-attr]
+    assert (await anyq.get(task.id)).status == TaskStatus.Expired  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------- payload refs
@@ -318,25 +340,25 @@ async def test_inputs_over_the_hard_limit_are_rejected_before_anything_is_writte
 
 
 # ------------------------------------------------------------- submit_many
-async def test_submit_many_shapes_order_and_errors(queue: Queue) -> None:
-    assert await queue.submit_many([]) == []
-    tasks = await queue.submit_many([("a", 1), ("b", 2), ("a", 3)], max_retries=0, ttl_seconds=60)
+async def test_submit_many_shapes_order_and_errors(anyq: Queue) -> None:
+    assert await anyq.submit_many([]) == []
+    tasks = await anyq.submit_many([("a", 1), ("b", 2), ("a", 3)], max_retries=0, ttl_seconds=60)
     assert [(t.task_type, t.input, t.max_retries) for t in tasks] == [("a", 1, 0), ("b", 2, 0), ("a", 3, 0)]
     assert all(t.expires_at is not None for t in tasks)
     with pytest.raises(TypeError, match=r"Each item must be a tuple of \(task_type, input\)"):
-        await queue.submit_many([["a", 1]])  # type: ignore[list-item]
+        await anyq.submit_many([["a", 1]])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="Each tuple must have exactly 2 elements"):
-        await queue.submit_many([("a", 1, 2)])  # type: ignore[list-item]
+        await anyq.submit_many([("a", 1, 2)])  # type: ignore[list-item]
     with pytest.raises(ValidationError):
-        await queue.submit_many([("a", 1), ("bad type!", 2)])
-    assert len([t for s in queue.shards for t in await queue.list(s)]) == 3  # nothing of the bad batch
+        await anyq.submit_many([("a", 1), ("bad type!", 2)])
+    assert len([t for s in anyq.shards for t in await anyq.list(s)]) == 3  # nothing of the bad batch
 
 
 # ------------------------------------------------------------------ hooks
-async def test_hooks_run_in_order_and_their_errors_are_swallowed(live_queue: Queue) -> None:
-    ok = await live_queue.submit("ok", 1)
-    bad = await live_queue.submit("bad", 2, max_retries=0)
-    worker = Worker(live_queue, "w", live_queue.shards)
+async def test_hooks_run_in_order_and_their_errors_are_swallowed(live_anyq: Queue) -> None:
+    ok = await live_anyq.submit("ok", 1)
+    bad = await live_anyq.submit("bad", 2, max_retries=0)
+    worker = Worker(live_anyq, "w", live_anyq.shards)
     events: list[Any] = []
     worker.task("ok")(lambda x: x)
 
@@ -349,7 +371,7 @@ async def test_hooks_run_in_order_and_their_errors_are_swallowed(live_queue: Que
 
     @worker.on_success
     async def success(task: Any) -> None:
-        stored = await live_queue.get(task.id)
+        stored = await live_anyq.get(task.id)
         events.append(("success", task.id, stored.status.value))  # type: ignore[union-attr]
         raise RuntimeError("hook bug")
 
@@ -363,7 +385,7 @@ async def test_hooks_run_in_order_and_their_errors_are_swallowed(live_queue: Que
     assert events[0] == "startup" and events[-1] == "shutdown"
     assert ("success", ok.id, "completed") in events
     assert ("error", bad.id, "ValueError: nope") in events
-    assert (await live_queue.get(ok.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    assert (await live_anyq.get(ok.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------- replay, delete
@@ -398,18 +420,18 @@ async def test_retry_replays_a_dead_letter_with_a_fresh_budget(live_queue: Queue
         await live_queue.delete(task.id)
 
 
-async def test_delete_refuses_a_live_task(queue: Queue) -> None:
-    task = await queue.submit("t", 1)
+async def test_delete_refuses_a_live_task(anyq: Queue) -> None:
+    task = await anyq.submit("t", 1)
     with pytest.raises(RuntimeError, match="only final tasks can be deleted"):
-        await queue.delete(task.id)
+        await anyq.delete(task.id)
 
 
-async def test_wait_timeout_is_a_timeout_error(queue: Queue) -> None:
+async def test_wait_timeout_is_a_timeout_error(anyq: Queue) -> None:
     from buquet import TaskTimeout
 
-    task = await queue.submit("t", 1)
+    task = await anyq.submit("t", 1)
     with pytest.raises(TimeoutError) as info:
-        await queue.wait(task.id, timeout_seconds=0)
+        await anyq.wait(task.id, timeout_seconds=0)
     assert isinstance(info.value, TaskTimeout)
 
 
@@ -428,8 +450,8 @@ async def test_shard_prefix_len_selects_hex_shards_and_tasks_land_in_them(prefix
     assert again.shard_count == 16**prefix_len  # the bucket remembers
 
 
-async def test_default_bucket_has_four_shards_and_no_prefix_len(queue: Queue) -> None:
-    assert queue.all_shards() == ["0", "1", "2", "3"] and queue.shard_prefix_len is None
+async def test_default_bucket_has_four_shards_and_no_prefix_len(anyq: Queue) -> None:
+    assert anyq.all_shards() == ["0", "1", "2", "3"] and anyq.shard_prefix_len is None
 
 
 @pytest.mark.parametrize("bad", [0, 5, "2", True])
@@ -440,8 +462,8 @@ async def test_shard_prefix_len_out_of_range_is_a_value_error(bad: Any) -> None:
         await connect(store=MemoryStore(), shard_prefix_len=bad)
 
 
-async def test_storage_client_round_trip_and_its_messages(queue: Queue) -> None:
-    storage = queue.storage
+async def test_storage_client_round_trip_and_its_messages(anyq: Queue) -> None:
+    storage = anyq.storage
     etag = await storage.put("side/a.bin", b"\x00\x01")
     assert await storage.get("side/a.bin") == (b"\x00\x01", etag)
     assert await storage.exists("side/a.bin") and not await storage.exists("side/none")
@@ -487,14 +509,14 @@ async def test_retention_deletes_only_old_final_tasks_with_their_payloads(queue:
     assert (await queue.get(fresh.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
 
 
-async def test_purge_by_status_and_type(queue: Queue) -> None:
-    a = await queue.submit("a", 1)
-    b = await queue.submit("b", 2)
-    c = await queue.submit("a", 3)
-    await queue.cancel(a.id)
-    await queue.cancel(b.id)
+async def test_purge_by_status_and_type(anyq: Queue) -> None:
+    a = await anyq.submit("a", 1)
+    b = await anyq.submit("b", 2)
+    c = await anyq.submit("a", 3)
+    await anyq.cancel(a.id)
+    await anyq.cancel(b.id)
     with pytest.raises(ValidationError):
-        await queue.purge(status="pending")
-    assert await queue.purge(status="cancelled", task_type="a") == 1
-    assert await queue.get(a.id) is None and await queue.get(b.id) is not None
-    assert await queue.purge() == 1 and (await queue.get(c.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+        await anyq.purge(status="pending")
+    assert await anyq.purge(status="cancelled", task_type="a") == 1
+    assert await anyq.get(a.id) is None and await anyq.get(b.id) is not None
+    assert await anyq.purge() == 1 and (await anyq.get(c.id)).status == TaskStatus.Pending  # type: ignore[union-attr]

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
 from . import _transitions as tr
 from ._codec import Encoded
 from ._ids import check_task_id
 from ._tasks import Recovery, TaskProtocol
+from ._time import to_ms
 from ._writes import put_resolved
 from .errors import CorruptObject, PreconditionFailed, TaskNotFound, TaskStateError
 from .keys import LeaseKey
@@ -33,6 +34,8 @@ _TRIES = 5
 BULK_CONCURRENCY = 16
 
 _REPLAYABLE = (TaskStatus.Failed, TaskStatus.Cancelled, TaskStatus.Expired)
+#: a replay's guard entry in the lease index comes due this long after the replay
+REPLAY_GUARD_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +217,13 @@ class TaskControl:
     # ----------------------------------------------------------- replay, delete
     async def replay(self, task_id: str) -> Task:
         """A Failed, Cancelled or Expired task back to Pending with a fresh attempt
-        budget (history kept): the dead-letter replay. Its ready marker is written
-        first, so the task is reachable from the moment it is Pending. S3: 1 GET + 2 PUT.
+        budget (history kept): the dead-letter replay.
+
+        Order: a lease-index entry due in :data:`REPLAY_GUARD_SECONDS` first, then the
+        task (Pending), then its ready marker, then the entry is deleted. Were the
+        caller to die after the task write, the monitor finds the Pending task through
+        that entry and announces it. (A ready marker written first would not do:
+        workers delete markers of final tasks on sight.) S3: 1 GET + 3 PUT + 1 DELETE.
 
         Raises:
             TaskNotFound. TaskStateError: ``"Cannot retry task with status <Status>
@@ -229,14 +237,19 @@ class TaskControl:
 
         task_id = check_task_id(task_id)
         now = await self.protocol.time()
-        loaded = await self.protocol.load(task_id)
-        if loaded is not None and allowed(loaded[0]) is None:
-            # announce first: a marker of a final task is a harmless leftover
-            await put_resolved(self.protocol.store, self.layout.ready_for(tr.replayed(loaded[0], now)), Encoded(b"", ""))
-        before, after = await self._transition(task_id, allowed, lambda t, _: tr.replayed(t, now))
+        shard = self.protocol.shard_of(task_id)
+        guard = self.layout.lease(shard, to_ms(now + timedelta(seconds=REPLAY_GUARD_SECONDS)), task_id)
+        await put_resolved(self.protocol.store, guard, Encoded(b"", ""))
+        try:
+            _, after = await self._transition(task_id, allowed, lambda t, _: tr.replayed(t, now))
+        except BaseException:
+            await self.protocol.store.delete(guard)
+            raise
+        await put_resolved(self.protocol.store, self.layout.ready_for(after), Encoded(b"", ""))
         expiry = self.layout.expiry_for(after)
         if expiry is not None:
             await put_resolved(self.protocol.store, expiry, Encoded(b"", ""))
+        await self.protocol.store.delete(guard)
         return after
 
     async def delete(self, task_id: str, *, force: bool = False) -> None:

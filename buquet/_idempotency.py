@@ -27,6 +27,7 @@ See ``docs/protocol.md`` ("Idempotency keys").
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time as _time
@@ -51,6 +52,12 @@ RECORD_VERSION = 1
 #: rounds of read → decide → conditional write before giving up (each lost round means
 #: another writer changed the record, after which the next round normally returns)
 MAX_ROUNDS = 10
+
+#: a record this young whose task object is missing most likely belongs to a submit
+#: still writing it: poll for the task (:data:`IN_FLIGHT_POLLS`, seconds between GETs)
+#: before writing the task from the record's copy
+IN_FLIGHT_SECONDS = 5.0
+IN_FLIGHT_POLLS = (0.05, 0.1, 0.2)
 
 KIND_TYPE = "type"
 KIND_QUEUE = "queue"
@@ -302,6 +309,12 @@ class IdempotencyStore:
                     continue
             if rec.fingerprint != fingerprint:
                 raise self._conflict(key, s, rec.task_id)
+            if age < timedelta(seconds=IN_FLIGHT_SECONDS):
+                # Most likely its submitter is writing it right now: give it a moment
+                # rather than have every racing submit write the task again.
+                found = await self._await_task(rec.task)
+                if found is not None:
+                    return found
             out = await self._create(rec.task, rk, obj.etag, rec, age, read_at, safe=bool(marker))
             if out is not None:
                 return out
@@ -313,6 +326,15 @@ class IdempotencyStore:
             f"Idempotency conflict: key {key!r} (scope {s.label}) belongs to task {task_id} with another input",
             key, task_id,
         )
+
+    async def _await_task(self, task: Task) -> Task | None:
+        """Poll briefly for the task object a submit in flight is writing."""
+        for delay in IN_FLIGHT_POLLS:
+            await asyncio.sleep(delay)
+            loaded = await self.protocol.load(task.id, task.shard)
+            if loaded is not None:
+                return loaded[0]
+        return None
 
     async def _marker_exists(self, task: Task) -> bool:
         """Does the submit marker of a never-stored task exist? One HEAD. (Its key is

@@ -75,6 +75,10 @@ async def every(
             await asyncio.wait_for(stop.wait(), timeout=wait)
 
 
+#: tries of one batch of index deletions before it is given up
+DELETE_TRIES = 4
+
+
 class DeleteBatcher:
     """Collects index keys to delete and sends them in DeleteObjects batches (one
     request per ``flush_ms``, at most 1,000 keys each). A failed batch is logged and
@@ -86,6 +90,7 @@ class DeleteBatcher:
         self._flush_s = flush_ms / 1000
         self._log = logger
         self._keys: list[str] = []
+        self._failures = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -100,12 +105,23 @@ class DeleteBatcher:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Delete what is queued now."""
+        """Delete what is queued now. A failed batch is tried again at the next flush
+        (DeleteObjects is idempotent), up to :data:`DELETE_TRIES` times, then dropped
+        with a warning: leftovers are cleaned up by whoever meets them."""
         keys, self._keys = self._keys, []
-        if keys:
-            try:
-                await self._store.delete_many(keys)
-            except Exception as exc:  # noqa: BLE001 - never lose the loop over a cleanup
+        if not keys:
+            return
+        try:
+            await self._store.delete_many(keys)
+            self._failures = 0
+        except Exception as exc:  # noqa: BLE001 - never lose the loop over a cleanup
+            self._failures += 1
+            if self._failures < DELETE_TRIES:
+                self._keys = keys + self._keys
+                self._wake.set()
+                await asyncio.sleep(0.2 * self._failures)
+            else:
+                self._failures = 0
                 self._log.warning("deleting %d index entries failed (they are cleaned up later): %s", len(keys), exc)
 
     async def _loop(self) -> None:
@@ -117,9 +133,12 @@ class DeleteBatcher:
             await self.flush()
 
     async def close(self) -> None:
-        """Stop the flusher and delete what is still queued."""
+        """Stop the flusher and delete what is still queued (with its retries)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.flush()
+        for _ in range(DELETE_TRIES):
+            await self.flush()
+            if not self._keys:
+                break

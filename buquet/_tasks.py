@@ -287,10 +287,11 @@ class TaskProtocol:
             return ClaimMiss(ClaimMissReason.CORRUPT, now + timedelta(seconds=60))
         decision = tr.decide_claim(task, now, max_timeout_seconds)
         if decision.verdict == tr.ClaimVerdict.FINAL:
-            if marker.last_modified is not None and (now - marker.last_modified).total_seconds() > ORPHAN_MARKER_AGE_SECONDS:
-                await self.store.delete(marker.key)  # a leftover whose batched delete was lost
-                return ClaimMiss(decision.verdict)
-            return ClaimMiss(decision.verdict, now + timedelta(seconds=30))
+            # A leftover (its batched delete was lost, or a slow requeue PUT landed late):
+            # safe to delete at once — a final task becomes Pending again only through
+            # replay, which makes it reachable from the lease index first.
+            await self.store.delete(marker.key)
+            return ClaimMiss(decision.verdict)
         if decision.verdict == tr.ClaimVerdict.FAIL_EXHAUSTED:
             error = tr.expired_lease_error(task) + "; no retries left"
             try:

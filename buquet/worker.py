@@ -25,7 +25,7 @@ from ._attempt import AttemptRunner, Handler, Hooks
 from .keys import ReadyKey
 from ._loops import DeleteBatcher, ErrorLog
 from ._poller import Poller
-from ._tasks import ClaimMiss, ClaimMissReason, Lease
+from ._tasks import ClaimMissReason, Lease
 from ._transitions import ClaimVerdict
 from ._time import to_ms
 from .errors import ValidationError
@@ -410,29 +410,33 @@ class Worker:
         return started
 
     async def _claim_batch(self, batch: list[ReadyKey], now: Any, opts: WorkerRunOptions, runner: AttemptRunner) -> int:
-        """Try to claim each marker of ``batch`` concurrently; start the won tasks."""
-        started = 0
+        """Try to claim each marker of ``batch`` concurrently; each won task starts as
+        soon as its own claim returns (a slow claim never holds the others back past
+        their lease)."""
         time_left = self._time_left()
-        results = await asyncio.gather(
-            *(self.protocol.claim(m, self.worker_id, opts.lease_seconds, now, time_left) for m in batch),
-            return_exceptions=True,
-        )
-        for marker, result in zip(batch, results):
+
+        async def one(marker: ReadyKey) -> bool:
+            try:
+                result = await self.protocol.claim(marker, self.worker_id, opts.lease_seconds, now, time_left)
+            except Exception as exc:  # noqa: BLE001 - one marker's trouble must not stop the batch
+                self._poll_errors.failed(exc)
+                self._poller.skip[marker.key] = now + _ONE_SECOND
+                return False
             if isinstance(result, Lease):
                 self._count("claimed")
                 self._start(result, opts, runner)
-                started += 1
-            elif isinstance(result, ClaimMiss):
-                if result.reason == ClaimMissReason.LOST_RACE:
-                    self._count("claim_conflicts")
-                elif result.reason == ClaimVerdict.TOO_LONG:
-                    self._count("too_long")  # its timeout does not fit this invocation
-                if result.retry_at is not None:
-                    self._poller.skip[marker.key] = result.retry_at
-            elif isinstance(result, BaseException):
-                self._poll_errors.failed(result)
-                self._poller.skip[marker.key] = now + _ONE_SECOND
-        return started
+                return True
+            if result.reason == ClaimMissReason.LOST_RACE:
+                self._count("claim_conflicts")
+            elif result.reason == ClaimVerdict.TOO_LONG:
+                self._count("too_long")  # its timeout does not fit this invocation
+            elif result.reason == ClaimVerdict.EXPIRE:
+                self._count("expired")
+            if result.retry_at is not None:
+                self._poller.skip[marker.key] = result.retry_at
+            return False
+
+        return sum(await asyncio.gather(*(one(m) for m in batch)))
 
     def _start(self, lease: Lease, opts: WorkerRunOptions, runner: AttemptRunner) -> None:
         task_id = lease.task.id

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from . import _transitions as tr
 from . import _validate as v
 from . import config as cfg
+from ._idempotency import IdempotencyStore, check_key, check_ttl_days, fingerprint, resolve_scope
 from ._ids import new_task_id
 from ._tasks import TaskProtocol
 from ._time import parse_when, to_ms
@@ -71,12 +72,10 @@ def check_options(
         cfg.finite_number(ttl_seconds, "ttl_seconds", 0, 10 * 365 * 24 * 3600)
     deadline = parse_when("expires_at", expires_at) if expires_at is not None else None
     if idempotency_key is not None:
-        if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 1024:
-            raise ValidationError("idempotency_key", "must be a string of 1 to 1,024 characters")
-    ttl_days = cfg.DEFAULT_IDEMPOTENCY_TTL_DAYS if idempotency_ttl_days is None else idempotency_ttl_days
-    v.int_in_range(ttl_days, "idempotency_ttl_days", 1, 36500)
-    if idempotency_scope is not None and (not isinstance(idempotency_scope, str) or not 1 <= len(idempotency_scope) <= 256):
-        raise ValidationError("idempotency_scope", "must be None, 'task_type', 'queue' or a namespace name (1-256 characters)")
+        check_key(idempotency_key)
+    ttl_days = check_ttl_days(idempotency_ttl_days)
+    if idempotency_scope is not None:
+        resolve_scope(idempotency_scope, "any")
     if not isinstance(use_payload_refs, bool):
         raise ValidationError("use_payload_refs", f"must be True or False, got {use_payload_refs!r}")
     threshold = cfg.PAYLOAD_THRESHOLD_BYTES
@@ -112,7 +111,7 @@ class Submitter:
 
     def __init__(self, protocol: TaskProtocol) -> None:
         self.protocol = protocol
-        self._idempotency: Any = None
+        self._idempotency: IdempotencyStore | None = None
 
     async def submit(self, task_type: str, input: Any, opts: SubmitOptions, encoded: str) -> Task:
         """Store one task (arguments already checked). See :meth:`Queue.submit`.
@@ -123,15 +122,15 @@ class Submitter:
         now = await self.protocol.time()
         task = await self._build(task_type, input, opts, encoded, now)
         if opts.idempotency_key is not None:
-            from ._idempotency import IdempotencyStore, fingerprint
-
             if self._idempotency is None:
                 self._idempotency = IdempotencyStore(self.protocol)
-            scope = opts.idempotency_scope
-            return await self._idempotency.submit_once(
-                task, key=opts.idempotency_key, scope=scope, ttl_days=opts.idempotency_ttl_days,
-                fingerprint=fingerprint(input), now=now,
+            stored = await self._idempotency.submit_once(
+                task, key=opts.idempotency_key, scope=opts.idempotency_scope, ttl_days=opts.idempotency_ttl_days,
+                fingerprint=fingerprint(input), now=now,  # the full input, also when offloaded
             )
+            if stored.id != task.id and task.input_ref is not None:
+                await self.protocol.store.delete(task.input_ref)  # our payload went unused
+            return stored
         stored, _ = await self.protocol.insert(task)
         return stored
 

@@ -40,8 +40,10 @@ PAYLOADS_DIR = "payloads/"
 SCHEDULES_DIR = "schedules/"
 #: task schemas (:mod:`buquet.schemas`): read by workers, written by whoever publishes
 SCHEMAS_DIR = "schemas/"
+#: idempotency records (``Queue.submit(idempotency_key=...)``)
+IDEMPOTENCY_DIR = "idempotency/"
 #: every top-level directory of the layout (IAM policies are built from these)
-TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, EXPIRIES_DIR, PAYLOADS_DIR, SCHEDULES_DIR, SCHEMAS_DIR)
+TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, EXPIRIES_DIR, PAYLOADS_DIR, SCHEDULES_DIR, SCHEMAS_DIR, IDEMPOTENCY_DIR)
 #: width of the zero-padded millisecond fields in ready and lease keys
 MS_DIGITS = 15
 _SLOT_FMT = "%Y%m%dT%H%M%SZ"
@@ -272,7 +274,7 @@ class KeyLayout:
     # ----------------------------------------------------- idempotency keys
     def idempotency_prefix(self) -> str:
         """``idempotency/``: the records of idempotency keys (``buquet._idempotency``)."""
-        return f"{self.prefix}idempotency/"
+        return f"{self.prefix}{IDEMPOTENCY_DIR}"
 
     def idempotency(self, kind: str, namespace: str, key: str) -> str:
         """``idempotency/<kind>/<sha256>.json``: the record of idempotency key ``key``
@@ -295,4 +297,5 @@ class KeyLayout:
             "payloads": f"{self.prefix}{PAYLOADS_DIR}",
             "schedules": f"{self.prefix}{SCHEDULES_DIR}",
             "schemas": f"{self.prefix}{SCHEMAS_DIR}",
+            "idempotency": f"{self.prefix}{IDEMPOTENCY_DIR}",
         }

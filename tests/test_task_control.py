@@ -520,3 +520,23 @@ async def test_purge_by_status_and_type(anyq: Queue) -> None:
     assert await anyq.purge(status="cancelled", task_type="a") == 1
     assert await anyq.get(a.id) is None and await anyq.get(b.id) is not None
     assert await anyq.purge() == 1 and (await anyq.get(c.id)).status == TaskStatus.Pending  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------ idempotency via submit
+async def test_submit_with_an_idempotency_key_returns_the_first_task(anyq: Queue) -> None:
+    from buquet import IdempotencyConflict
+
+    first = await anyq.submit("pay", {"amount": 5, "to": "x"}, idempotency_key="order-1")
+    again = await anyq.submit("pay", {"to": "x", "amount": 5}, idempotency_key="order-1")
+    assert again.id == first.id
+    racers = await asyncio.gather(*(anyq.submit("pay", {"n": 1}, idempotency_key="order-2") for _ in range(20)))
+    assert len({t.id for t in racers}) == 1
+    with pytest.raises(IdempotencyConflict, match="Idempotency conflict") as info:
+        await anyq.submit("pay", {"amount": 6, "to": "x"}, idempotency_key="order-1")
+    assert isinstance(info.value, RuntimeError) and first.id in str(info.value)
+    other_type = await anyq.submit("refund", {"amount": 5, "to": "x"}, idempotency_key="order-1")
+    assert other_type.id != first.id  # per task type by default
+    shared = await anyq.submit("refund", {"amount": 5, "to": "x"}, idempotency_key="k", idempotency_scope="queue")
+    assert (await anyq.submit("pay", {"amount": 5, "to": "x"}, idempotency_key="k", idempotency_scope="queue")).id == shared.id
+    with pytest.raises(ValidationError):
+        await anyq.submit("pay", 1, idempotency_key="")

@@ -540,3 +540,21 @@ async def test_submit_with_an_idempotency_key_returns_the_first_task(anyq: Queue
     assert (await anyq.submit("pay", {"amount": 5, "to": "x"}, idempotency_key="k", idempotency_scope="queue")).id == shared.id
     with pytest.raises(ValidationError):
         await anyq.submit("pay", 1, idempotency_key="")
+
+
+# ----------------------------------------------------------- schemas in the worker
+async def test_a_worker_rejects_input_that_breaks_its_schema_before_the_handler_runs(live_anyq: Queue) -> None:
+    await live_anyq.publish_schema("mail", {"input": {"type": "object", "required": ["to"],
+                                                      "properties": {"to": {"type": "string"}}}})
+    assert await live_anyq.list_schemas() == ["mail"]
+    good = await live_anyq.submit("mail", {"to": "a@b.c"})
+    bad = await live_anyq.submit("mail", {"to": 5}, max_retries=3)
+    ran: list[Any] = []
+    worker = Worker(live_anyq, "w", live_anyq.shards)
+    worker.task("mail")(lambda x: ran.append(x) or "sent")
+    await asyncio.wait_for(worker.run(quiet()), 20)
+    assert ran == [{"to": "a@b.c"}]
+    assert (await live_anyq.get(good.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    rejected = await live_anyq.get(bad.id)
+    assert rejected is not None and rejected.status == TaskStatus.Failed and rejected.attempt == 1
+    assert "Schema validation failed" in (rejected.last_error or "")

@@ -163,7 +163,7 @@ class AttemptRunner:
         payload = task.input
         try:
             if task.input_ref is not None:
-                payload = await self.protocol.read_payload(task.input_ref)
+                payload = await self.protocol.payloads.read_payload(task.input_ref)
             if self.check_input is not None:
                 await self.check_input(task.task_type, payload)
         except ValidationError as exc:  # SchemaValidationError included
@@ -284,7 +284,7 @@ class AttemptRunner:
                 return keys
             output, output_ref = outcome.value, None
             if len(encoded) > PAYLOAD_THRESHOLD_BYTES:
-                output, output_ref = None, await self.protocol.write_payload(task.id, "output", outcome.value)
+                output, output_ref = None, await self.protocol.payloads.write_payload(task.id, "output", outcome.value)
             keys = await self.protocol.complete(lease, output, output_ref)
             status = lease.task.status.value
             self.count("completed" if status == "completed" else "cancelled")

@@ -19,10 +19,11 @@ from typing import Callable, Sequence
 from . import _transitions as tr
 from ._codec import Encoded
 from ._ids import check_task_id
-from ._tasks import Recovery, TaskProtocol
+from ._recovery import Recovery
+from ._tasks import TaskProtocol
 from ._time import to_ms
 from ._writes import put_resolved
-from .errors import CorruptObject, PreconditionFailed, TaskNotFound, TaskStateError
+from .errors import CorruptObject, PreconditionFailed, TaskNotFound, TaskStateError, ValidationError
 from .keys import LeaseKey
 from .models import Task, TaskStatus
 
@@ -213,6 +214,27 @@ class TaskControl:
         except PreconditionFailed:
             return Recovery.SKIPPED, []  # claimed or changed meanwhile: next sweep decides
         return Recovery.FAILED, [entry.key, self.layout.ready_for(task)]
+
+    async def archive(self, task_id: str) -> Task | None:
+        """Completed/Failed → Archived; ``None`` when there is no such task.
+
+        Raises:
+            ValidationError: the task is not Completed or Failed.
+            PreconditionFailed: it changed meanwhile; call again.
+
+        S3: 1 GET + 1 PUT (``If-Match``).
+        """
+        loaded = await self.protocol.load(task_id)
+        if loaded is None:
+            return None
+        task, etag = loaded
+        if task.status not in (TaskStatus.Completed, TaskStatus.Failed):
+            raise ValidationError(
+                "task_id", f"task is {task.status.value}; only completed or failed tasks can be archived"
+            )
+        new = tr.archived(task, await self.protocol.time())
+        await self.protocol.put_state(new, etag)
+        return new
 
     # ----------------------------------------------------------- replay, delete
     async def replay(self, task_id: str) -> Task:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from . import _validate as v
 from . import config as cfg
 from ._codec import decode_task
+from .errors import ObjectNotFound
 from ._ids import check_task_id
 from ._tasks import TaskProtocol
 from ._time import parse_when
@@ -29,17 +30,30 @@ class TaskReader:
 
     async def get(self, task_id: str) -> Task | None:
         """The task or ``None`` (see :meth:`Queue.get`)."""
-        return await self.protocol.find(check_task_id(task_id))
+        return await self.find(check_task_id(task_id))
+
+    async def find(self, task_id: str) -> Task | None:
+        """The task, also one whose submit wrote its marker but not yet its object
+        (then one LIST of the shard's ready index and one GET). Raises CorruptObject."""
+        loaded = await self.protocol.load(task_id)
+        if loaded is not None:
+            return loaded[0]
+        shard = self.protocol.shard_of(task_id)
+        for info in await self.store.list(self.layout.ready_prefix(shard), limit=1000):
+            marker = self.layout.parse_ready(info.key)
+            if marker is not None and marker.task_id == task_id:
+                try:
+                    obj = await self.store.get(info.key)
+                except ObjectNotFound:
+                    return None
+                if obj.data:
+                    return decode_task(obj.data, info.key)[0]
+        return None
+
 
     async def time(self):  # type: ignore[no-untyped-def]
         """The store's time."""
         return await self.protocol.time()
-
-    def check_shards(self, shards: list[str], field: str) -> None:
-        """Raise ValidationError for a shard this bucket does not have."""
-        for s in shards:
-            if s not in self.protocol.shards:
-                raise ValidationError(field, f"unknown shard {s!r}; this bucket has shards {self.protocol.shards}")
 
     async def get_history(self, task_id: str) -> builtins.list[Task]:
         """Every state the task went through, oldest first, as Task snapshots (status,
@@ -79,7 +93,7 @@ class TaskReader:
         Raises:
             ValidationError: unknown shard, bad status, limit not in 1..10000.
         """
-        self.check_shards([shard], "shard")
+        self.protocol.check_shards([shard], "shard")
         v.int_in_range(limit, "limit", 1, 10000)
         want: TaskStatus | None = None
         if status is not None:
@@ -121,7 +135,7 @@ class TaskReader:
         Raises:
             ValidationError: unknown shard, limit not in 1..1000.
         """
-        self.check_shards([shard], "shard")
+        self.protocol.check_shards([shard], "shard")
         v.int_in_range(limit, "limit", 1, 1000)
         seen: dict[str, None] = {}
         for m in await self.protocol.due_markers(shard, await self.time(), limit):

@@ -145,7 +145,7 @@ class Submitter:
         extra: dict[str, Any] = {"max_reschedules": opts.max_reschedules, "expires_at": deadline}
         if len(encoded.encode()) > opts.payload_threshold_bytes:
             try:
-                extra["input_ref"] = await self.protocol.write_payload(tid, "input", input)
+                extra["input_ref"] = await self.protocol.payloads.write_payload(tid, "input", input)
             except StorageError as exc:
                 exc.task_id = tid  # type: ignore[attr-defined]
                 raise

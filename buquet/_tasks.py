@@ -18,21 +18,20 @@ over it. The rules (``docs/protocol.md``):
 from __future__ import annotations
 
 import asyncio
-import enum
-import json
 import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import _transitions as tr
 from ._codec import Encoded, decode_task, encode_task
 from ._ids import check_task_id, new_task_id, shard_index, shard_names
-from .keys import KeyLayout, LeaseKey, ReadyKey
+from .keys import KeyLayout, ReadyKey
 from ._time import to_ms, utcnow
+from ._payloads import PayloadStore
 from ._writes import put_resolved
-from .errors import CorruptObject, LeaseLost, ObjectNotFound, PreconditionFailed, StorageError
+from .errors import CorruptObject, LeaseLost, ObjectNotFound, PreconditionFailed, StorageError, ValidationError
 from .models import RetryPolicy, Task, TaskStatus
 from .storage.base import ObjectStore
 
@@ -90,15 +89,6 @@ class ClaimMiss:
     retry_at: datetime | None = None
 
 
-class Recovery(enum.Enum):
-    """What :meth:`TaskProtocol.recover` did with one expired lease-index entry."""
-
-    REQUEUED = "requeued"  #: the lease lapsed; Pending again, at its old place in line
-    FAILED = "failed"  #: the lease lapsed with no attempts left; Failed
-    STALE = "stale"  #: the entry is redundant (task moved on); delete it
-    SKIPPED = "skipped"  #: left alone (unreadable task, or another writer moved it)
-
-
 class TaskProtocol:
     """Claim, extend, complete, fail, release and recover tasks in one bucket.
 
@@ -125,11 +115,29 @@ class TaskProtocol:
         self.shards = shard_names(shard_count)
         self._clock = clock
         self._rng = rng or random.Random()
+        self.payloads = PayloadStore(store, layout)
 
     # ---------------------------------------------------------------- basics
     def shard_of(self, task_id: str) -> str:
         """The shard of a task id. Raises ValidationError for a malformed id."""
         return self.shards[shard_index(check_task_id(task_id), self.shard_count)]
+
+    def check_shards(self, shards: Iterable[str], field: str = "shards") -> list[str]:
+        """Validate shard names against this bucket and return them as a list.
+
+        Raises:
+            ValidationError: a string instead of a list, an empty list, or an unknown
+                shard (names ``field``).
+        """
+        if isinstance(shards, str):
+            raise ValidationError(field, "must be a list of shard names, not a string")
+        out = list(shards)
+        if not out:
+            raise ValidationError(field, "must name at least one shard")
+        for s in out:
+            if s not in self.shards:
+                raise ValidationError(field, f"unknown shard {s!r}; this bucket has shards {self.shards}")
+        return out
 
     async def time(self) -> datetime:
         """The store's current time (aware UTC); sends at most one HEAD Bucket per
@@ -224,24 +232,6 @@ class TaskProtocol:
             return True
         except ObjectNotFound:
             return False
-
-    async def find(self, task_id: str) -> Task | None:
-        """The task, also one whose submit wrote its marker but not yet its object
-        (then one LIST of the shard's ready index and one GET). Raises CorruptObject."""
-        loaded = await self.load(task_id)
-        if loaded is not None:
-            return loaded[0]
-        shard = self.shard_of(task_id)
-        for info in await self.store.list(self.layout.ready_prefix(shard), limit=1000):
-            marker = self.layout.parse_ready(info.key)
-            if marker is not None and marker.task_id == task_id:
-                try:
-                    obj = await self.store.get(info.key)
-                except ObjectNotFound:
-                    return None
-                if obj.data:
-                    return decode_task(obj.data, info.key)[0]
-        return None
 
     async def due_markers(
         self, shard: str, now: datetime, limit: int, start_after: str | None = None
@@ -441,27 +431,6 @@ class TaskProtocol:
             lease.task, lease.etag = current
             return lease.task
 
-    # -------------------------------------------------------------- payloads
-    async def write_payload(self, task_id: str, name: str, value: Any) -> str:
-        """Store a large input/output as ``payloads/<task_id>/<name>.json`` (1 PUT,
-        identical on retry) and return its key (the ``input_ref``/``output_ref``)."""
-        key = self.layout.payload(task_id, name)
-        body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-        await put_resolved(self.store, key, Encoded(body, ""))
-        return key
-
-    async def read_payload(self, ref: str) -> Any:
-        """The JSON value of a payload object (1 GET).
-
-        Raises:
-            ObjectNotFound: the payload object is gone. CorruptObject: not JSON.
-        """
-        obj = await self.store.get(ref)
-        try:
-            return json.loads(obj.data)
-        except ValueError as exc:
-            raise CorruptObject(ref, "json", f"not valid JSON ({exc})") from None
-
     async def report_progress(self, lease: Lease, progress: dict[str, Any]) -> None:
         """Store a progress report in the task (1 PUT, ``If-Match``). Raises LeaseLost,
         StorageError."""
@@ -474,7 +443,7 @@ class TaskProtocol:
         delete. Raises LeaseLost, StorageError. S3: 1 PUT (``If-Match``)."""
         now = await self.time()
         await self.write(lease, lambda t: tr.finished(t, now, output, output_ref))
-        return self._drop_index(lease)
+        return self.drop_index(lease)
 
     async def fail(self, lease: Lease, error: str, *, retryable: bool, traceback: str | None = None) -> list[str]:
         """End the attempt with ``error``: Pending again after the retry policy's
@@ -486,10 +455,10 @@ class TaskProtocol:
         step = tr.after_failure(lease.task, retryable, now, self._rng)
         if step.step == tr.NextStep.RETRY and step.available_at is not None:
             when = step.available_at
-            await self._requeue(lease, lambda t: tr.requeued(t, now, when, error, traceback=traceback))
+            await self.requeue(lease, lambda t: tr.requeued(t, now, when, error, traceback=traceback))
         else:
             await self.write(lease, lambda t: tr.failed(t, now, error, traceback))
-        return self._drop_index(lease)
+        return self.drop_index(lease)
 
     async def reschedule(self, lease: Lease, delay_seconds: float) -> list[str]:
         """The handler asked to run later (``RescheduleError``): Pending again in
@@ -503,26 +472,33 @@ class TaskProtocol:
             await self.write(lease, lambda t: tr.failed(t, now, error))
         else:
             when = now + timedelta(seconds=max(0.0, float(delay_seconds)))
-            await self._requeue(lease, lambda t: tr.rescheduled(t, now, when))
-        return self._drop_index(lease)
+            await self.requeue(lease, lambda t: tr.rescheduled(t, now, when))
+        return self.drop_index(lease)
 
     async def release(self, lease: Lease, reason: str) -> list[str]:
         """Give an unfinished attempt back (worker shutdown): Pending at once, the
         attempt not counted. Raises LeaseLost, StorageError."""
         now = await self.time()
-        await self._requeue(lease, lambda t: tr.requeued(t, now, now, reason, refund_attempt=True))
-        return self._drop_index(lease)
+        await self.requeue(lease, lambda t: tr.requeued(t, now, now, reason, refund_attempt=True))
+        return self.drop_index(lease)
 
-    async def _requeue(self, lease: Lease, change: Callable[[Task], Task]) -> None:
-        """State first, then its new ready marker: an old entry (ready marker or lease
-        entry, deleted only afterwards) still leads to the task if we die between."""
+    async def requeue(self, lease: Lease, change: Callable[[Task], Task]) -> None:
+        """Write ``change`` (a Pending state), then its ready marker: an old entry
+        (ready marker or lease entry, deleted only afterwards) still leads to the task
+        if we die between. Raises LeaseLost, StorageError."""
         await self.write(lease, change)
-        await self._announce(lease.task)
+        await self.announce(lease.task)
         new_key = self.layout.ready_for(lease.task)
         lease.stale_keys = [k for k in lease.stale_keys if k != new_key]
 
+    async def announce(self, task: Task) -> None:
+        """(Re)write the ready marker of a Pending task (1 PUT, idempotent)."""
+        await put_resolved(self.store, self.layout.ready_for(task), Encoded(b"", ""))
+
     @staticmethod
-    def _drop_index(lease: Lease) -> list[str]:
+    def drop_index(lease: Lease) -> list[str]:
+        """The index keys an attempt leaves behind (ready markers, its lease entry, and
+        the expiry entry once the task is final), for batched delete."""
         keys = list(lease.stale_keys)
         if lease.lease_key:
             keys.append(lease.lease_key)
@@ -530,89 +506,3 @@ class TaskProtocol:
             keys.append(lease.expiry_key)
         lease.stale_keys, lease.lease_key = [], None
         return keys
-
-    # -------------------------------------------------------------- archive
-    async def archive(self, task_id: str) -> Task | None:
-        """Completed/Failed → Archived; ``None`` when there is no such task.
-
-        Raises:
-            ValidationError: the task is not Completed or Failed.
-            PreconditionFailed: it changed meanwhile; call again.
-
-        S3: 1 GET + 1 PUT (``If-Match``).
-        """
-        from .errors import ValidationError
-
-        loaded = await self.load(task_id)
-        if loaded is None:
-            return None
-        task, etag = loaded
-        if task.status not in (TaskStatus.Completed, TaskStatus.Failed):
-            raise ValidationError(
-                "task_id", f"task is {task.status.value}; only completed or failed tasks can be archived"
-            )
-        new = tr.archived(task, await self.time())
-        await self._put_new(new, self.layout.task(task.shard, task.id), etag)
-        return new
-
-    # ------------------------------------------------------------- recovery
-    async def recover(self, entry: LeaseKey, now: datetime) -> tuple[Recovery, list[str]]:
-        """Handle one lease-index entry that expired by ``now``; returns what happened
-        and the index keys to delete. The last index entry of a live task is never
-        given up: a Running task whose lease moved on gets its current entry
-        (re)written before this one is dropped, a Pending one its ready marker.
-
-        Raises:
-            StorageError: the store kept failing.
-
-        S3: 1 GET; a lapsed lease adds 1 PUT task (+ 1 PUT ready marker to retry).
-        """
-        try:
-            loaded = await self.load(entry.task_id, entry.shard)
-        except CorruptObject as exc:
-            log.error("lease entry %s skipped: %s", entry.key, exc)
-            return Recovery.SKIPPED, []
-        if loaded is None:
-            return Recovery.STALE, [entry.key]
-        task, etag = loaded
-        if task.status.is_final:
-            return Recovery.STALE, [entry.key]
-        if task.status == TaskStatus.Pending:
-            # requeued by a writer that died before it announced the task: announce it
-            await self._announce(task)
-            return Recovery.STALE, [entry.key]
-        if not tr.is_lease_lapsed(task, now):
-            assert task.lease_expires_at is not None
-            current = self.layout.lease(task.shard, to_ms(task.lease_expires_at), task.id)
-            if current == entry.key:
-                return Recovery.SKIPPED, []
-            await put_resolved(self.store, current, Encoded(b"", ""))
-            return Recovery.STALE, [entry.key]
-        lease = Lease(task, etag, [], entry.key)
-        step = tr.after_expired_lease(task)
-        error = tr.expired_lease_error(task)
-        try:
-            if step.step == tr.NextStep.RETRY and step.available_at is not None:
-                when = step.available_at
-                await self._requeue(lease, lambda t: tr.requeued(t, now, when, error))
-            else:
-                await self.write(lease, lambda t: tr.failed(t, now, error + "; no retries left"))
-        except LeaseLost:
-            return Recovery.SKIPPED, []  # its worker (or another monitor) moved it meanwhile
-        log.warning("task %s: %s; recovered (%s)", task.id, error, lease.task.status.value)
-        outcome = Recovery.REQUEUED if lease.task.status == TaskStatus.Pending else Recovery.FAILED
-        return outcome, self._drop_index(lease)
-
-    async def _announce(self, task: Task) -> None:
-        await put_resolved(self.store, self.layout.ready_for(task), Encoded(b"", ""))
-
-    async def reannounce(self, marker: ReadyKey) -> bool:
-        """Re-write a ready marker with its own content, so its S3 event notification
-        fires again (serverless: a stalled shard). ``False`` if it is gone.
-        S3: 1 GET + 1 PUT."""
-        try:
-            obj = await self.store.get(marker.key)
-        except ObjectNotFound:
-            return False
-        await self.store.put(marker.key, obj.data)
-        return True

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from . import config as cfg
 from ._control import TaskControl
 from ._loops import every
-from ._tasks import Recovery
+from ._recovery import LeaseRecovery, Recovery
 from ._time import to_ms
 from .errors import BuquetError, StorageError
 from .queue import Queue
@@ -56,6 +56,7 @@ class Monitor:
         self.queue = queue
         self.protocol = queue.protocol
         self.control = TaskControl(queue.protocol)
+        self.recovery = LeaseRecovery(queue.protocol)
         self.shards = queue.check_shards(shards) if shards is not None else queue.shards
         self.retention_days = None if retention_days is None else cfg.finite_number(
             retention_days, "retention_days", 0.001, 36500)
@@ -87,7 +88,7 @@ class Monitor:
         """Expired leases, then passed deadlines, of one shard. Cost: 2 LISTs (the
         lease and expiry indexes) plus the per-entry costs."""
         layout = self.protocol.layout
-        recovered = await self._sweep_index(layout.lease_prefix(shard), layout.parse_lease, self.protocol.recover, now)
+        recovered = await self._sweep_index(layout.lease_prefix(shard), layout.parse_lease, self.recovery.recover, now)
         recovered += await self._sweep_index(
             layout.expiry_prefix(shard), layout.parse_expiry, self.control.expire_entry, now
         )
@@ -168,7 +169,7 @@ class Monitor:
         poked = 0
         for shard in self.shards:
             markers = await self.protocol.due_markers(shard, now, limit=1)
-            if markers and markers[0].due_ms <= cutoff_ms and await self.protocol.reannounce(markers[0]):
+            if markers and markers[0].due_ms <= cutoff_ms and await self.recovery.reannounce(markers[0]):
                 poked += 1
         return poked
 

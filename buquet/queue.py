@@ -145,22 +145,9 @@ class Queue:
         return self.protocol.shard_of(task_id)
 
     def check_shards(self, shards: Iterable[str], field: str = "shards") -> builtins.list[str]:
-        """Validate a list of shard names against this bucket.
-
-        Raises:
-            ValidationError: a string instead of a list, an empty list, or an unknown
-                shard (names ``field``).
-        """
-        if isinstance(shards, str):
-            raise ValidationError(field, "must be a list of shard names, not a string")
-        out = builtins.list(shards)
-        if not out:
-            raise ValidationError(field, "must name at least one shard")
-        known = set(self.shards)
-        for s in out:
-            if s not in known:
-                raise ValidationError(field, f"unknown shard {s!r}; this bucket has shards {self.shards}")
-        return out
+        """Validate a list of shard names against this bucket; see
+        :meth:`TaskProtocol.check_shards` (raises ValidationError naming ``field``)."""
+        return self.protocol.check_shards(shards, field)
 
     async def time(self) -> datetime:
         """The store's current time as an aware UTC datetime. Writes nothing."""
@@ -282,7 +269,7 @@ class Queue:
             ValidationError: ``task_id`` is not a UUID string.
             CorruptObject: the stored task cannot be decoded (names key and field).
         """
-        return await self.protocol.find(check_task_id(task_id))
+        return await self._reader.get(task_id)
 
     async def get_history(self, task_id: str) -> builtins.list[Task]:
         """Every state the task went through, oldest first, as Task snapshots (status,
@@ -338,7 +325,7 @@ class Queue:
             TaskNotFound: no such task. ValidationError: malformed id, or the task is
             not final. PreconditionFailed: it changed meanwhile; call again.
         """
-        task = await self.protocol.archive(check_task_id(task_id))
+        task = await self.control.archive(check_task_id(task_id))
         if task is None:
             raise TaskNotFound(f"task {task_id} not found")
         return task
@@ -397,12 +384,12 @@ class Queue:
     async def load_input(self, task: Task) -> Any:
         """The task's full input: from its payload object (``input_ref``, 1 GET), else
         ``task.input``."""
-        return await self.protocol.read_payload(task.input_ref) if task.input_ref else task.input
+        return await self.protocol.payloads.read_payload(task.input_ref) if task.input_ref else task.input
 
     async def load_output(self, task: Task) -> Any:
         """The task's full output: from its payload object (``output_ref``, 1 GET),
         else ``task.output``."""
-        return await self.protocol.read_payload(task.output_ref) if task.output_ref else task.output
+        return await self.protocol.payloads.read_payload(task.output_ref) if task.output_ref else task.output
 
     # ------------------------------------------------------------- schemas
     async def publish_schema(self, task_type: str, schema: Any) -> None:

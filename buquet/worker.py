@@ -430,6 +430,13 @@ class Worker:
                 self._count("claim_conflicts")
             elif result.reason == ClaimVerdict.TOO_LONG:
                 self._count("too_long")  # its timeout does not fit this invocation
+                log.warning(
+                    "task %s (%s, shard %s) not started: its timeout_seconds exceeds %.0f s this "
+                    "invocation can give a task (time left minus the safety margin); tasks that long "
+                    "never fit a Lambda invocation: run a long-lived worker (buquet worker ...) on this bucket for them",
+                    marker.task_id, marker.task_type, marker.shard, time_left or 0.0,
+                    extra={"task_id": marker.task_id, "task_type": marker.task_type, "too_long": True},
+                )
             elif result.reason == ClaimVerdict.EXPIRE:
                 self._count("expired")
             if result.retry_at is not None:

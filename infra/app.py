@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from buquet_infra import DEMO_WORKER, BuquetStack, from_context  # noqa: E402
+from buquet_infra.bundle import BundleError  # noqa: E402
 
 
 def _standalone_context(argv: list[str]) -> dict[str, Any] | None:
@@ -53,17 +54,26 @@ def _standalone_context(argv: list[str]) -> dict[str, Any] | None:
 
 def main(argv: list[str]) -> None:
     """Synthesize the stack. ``argv``: ``-c key=value`` pairs when run without the CDK
-    CLI. Raises ValueError for bad ``buquet:*`` context, RuntimeError when building the
-    Lambda bundle fails (pip's output included)."""
+    CLI.
+
+    Raises:
+        SystemExit: bad ``buquet:*`` context or settings that cannot work together (a
+            worker timeout too short for the default task timeout ...), or the Lambda
+            bundle could not be built; the message (no traceback) says why and what to
+            do.
+    """
     context = _standalone_context(argv)
     app = cdk.App(context=context) if context is not None else cdk.App()
-    settings = from_context(app.node.try_get_context, cwd=Path.cwd())
-    if settings.worker_spec == DEMO_WORKER:
-        print(
-            f"[buquet] no -c buquet:worker given: deploying the demo worker {DEMO_WORKER} (task type 'echo')",
-            file=sys.stderr,
-        )
-    BuquetStack(app, settings.stack_name, settings=settings)
+    try:
+        settings = from_context(app.node.try_get_context, cwd=Path.cwd())
+        if settings.worker_spec == DEMO_WORKER:
+            print(
+                f"[buquet] no -c buquet:worker given: deploying the demo worker {DEMO_WORKER} (task type 'echo')",
+                file=sys.stderr,
+            )
+        BuquetStack(app, settings.stack_name, settings=settings)
+    except (ValueError, BundleError) as exc:
+        raise SystemExit(f"[buquet] synth failed: {exc}") from None
     app.synth()
 
 

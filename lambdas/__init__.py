@@ -5,6 +5,8 @@ Handler entry points (the ``handler`` setting of each function)::
     lambdas.worker.handler      S3 ObjectCreated events on the ``ready/`` prefix
     lambdas.scheduler.handler   an EventBridge rule, every minute
     lambdas.monitor.handler     an EventBridge rule, every minute
+    lambdas.config_resource.handler
+                                the deploy-time Custom::BuquetConfig resource (config.json)
 
 The handlers are thin: they read their settings from the environment (see
 :mod:`lambdas._common`), open the queue inside a fresh event loop per invocation, call

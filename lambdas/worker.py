@@ -39,6 +39,7 @@ from buquet.imports import WorkerFactory, build_worker
 from buquet.invocation import InvocationResult, run_invocation
 
 from . import current_request_id
+
 from ._common import (
     Settings,
     add_counts,
@@ -60,6 +61,7 @@ COUNTERS = {
     "failed": "TasksFailed",
     "lease_lost": "LeasesLost",
     "claim_conflicts": "ClaimConflicts",
+    "too_long": "TasksTooLong",
 }
 
 preload_factory()

@@ -27,16 +27,17 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 import aws_cdk as cdk  # noqa: E402
-from aws_cdk.assertions import Match, Template  # noqa: E402
+from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
 sys.path.insert(0, str(INFRA))
 
-from buquet_infra import BuquetStack, from_context  # noqa: E402
+from buquet_infra import BuquetQueue, BuquetQueueProps, BuquetStack, from_context  # noqa: E402
 from buquet_infra import bundle as bundling  # noqa: E402
 from buquet_infra.stack import (  # noqa: E402
     client_statements,
+    conditional_write_statement,
     key_paths,
     long_lived_worker_statements,
     monitor_statements,
@@ -44,7 +45,9 @@ from buquet_infra.stack import (  # noqa: E402
     worker_statements,
 )
 
-from buquet import MemoryStore, Monitor, RetryableError, RetryPolicy, Worker, WorkerRunOptions, config, connect  # noqa: E402
+from buquet import (  # noqa: E402
+    MemoryStore, Monitor, RetryableError, RetryPolicy, TaskStatus, Worker, WorkerRunOptions, config, connect,
+)
 from buquet.keys import TOP_LEVEL_DIRS, KeyLayout  # noqa: E402
 from buquet._tasks import Lease  # noqa: E402
 from buquet.scheduler import Scheduler  # noqa: E402
@@ -142,7 +145,8 @@ def s3_grants(t: Template, handler: str) -> dict[str, set[str]]:
 
 # ----------------------------------------------------------------------- functions
 def test_three_python_functions_with_their_settings(template: Template) -> None:
-    template.resource_count_is("AWS::Lambda::Function", 4)  # + the CDK bucket-notification handler
+    # + the deploy-time config function + the CDK bucket-notification handler
+    template.resource_count_is("AWS::Lambda::Function", 5)
     env = {
         "S3_BUCKET": {"Ref": Match.any_value()},
         "S3_REGION": {"Ref": "AWS::Region"},
@@ -255,31 +259,277 @@ def test_failed_async_invocations_of_all_three_go_to_one_queue(template: Templat
     template.has_resource_properties("AWS::SQS::Queue", {"MessageRetentionPeriod": 14 * 86400, "SqsManagedSseEnabled": True})
 
 
-def test_log_retention_and_outputs(template: Template) -> None:
+def test_every_function_logs_to_a_group_with_retention_cdk_notification_handler_included(template: Template) -> None:
     groups = resources(template, "AWS::Logs::LogGroup")
-    assert len(groups) == 3 and all(g["Properties"]["RetentionInDays"] == 30 for g in groups.values())
-    for fid in (function_id(template, f"lambdas.{h}.handler") for h in ("worker", "scheduler", "monitor")):
-        log_group = template.to_json()["Resources"][fid]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-        assert log_group in groups
+    assert len(groups) == 5 and all(g["Properties"]["RetentionInDays"] == 30 for g in groups.values())
+    functions = resources(template, "AWS::Lambda::Function")
+    assert len(functions) == 5
+    for fid, fn in functions.items():  # ours and CDK's bucket-notification function alike
+        assert fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] in groups, fid
+    [handler] = [fid for fid in functions if fid.startswith("BucketNotificationsHandler")]
+    assert "Handler" in functions[handler]["Properties"] and not functions[handler]["Properties"]["Handler"].startswith("lambdas.")
+    t = synth(**{"buquet:logRetentionDays": "7"})
+    assert {g["Properties"]["RetentionInDays"] for g in resources(t, "AWS::Logs::LogGroup").values()} == {7}
+
+
+OUTPUTS = ("BucketName", "QueueUri", "ShardCount", "Region", "WorkerFunctionName", "SchedulerFunctionName",
+           "MonitorFunctionName", "FailedInvocationsQueueUrl", "ClientPolicyArn", "WorkerPolicyArn", "DashboardName")
+
+
+def test_outputs_are_exported_for_other_stacks(template: Template, prefixed: Template) -> None:
     outputs = template.to_json()["Outputs"]
-    for name in ("BucketName", "WorkerFunctionName", "SchedulerFunctionName", "MonitorFunctionName",
-                 "FailedInvocationsQueueUrl", "ClientPolicyArn", "WorkerPolicyArn"):
-        assert name in outputs
+    assert set(outputs) == set(OUTPUTS)  # no KeyPrefix output without a prefix: outputs cannot be empty
+    for name, out in outputs.items():
+        assert out["Export"] == {"Name": f"Buquet-{name}"}, name
+    [config_id] = resources(template, "Custom::BuquetConfig")
+    assert outputs["ShardCount"]["Value"] == {"Fn::GetAtt": [config_id, "ShardCount"]}  # what the bucket holds
+    [bucket_id] = resources(template, "AWS::S3::Bucket")
+    assert outputs["QueueUri"]["Value"] == {"Fn::Join": ["", ["s3://", {"Ref": bucket_id}, "/"]]}
+    policies_ = resources(template, "AWS::IAM::ManagedPolicy")
+    assert {outputs[n]["Value"]["Ref"] for n in ("ClientPolicyArn", "WorkerPolicyArn")} == set(policies_)
+    assert "(none)" not in json.dumps(template.to_json())
+    p_outputs = prefixed.to_json()["Outputs"]
+    assert set(p_outputs) == {*OUTPUTS, "KeyPrefix"}
+    assert p_outputs["KeyPrefix"]["Value"] == "team-a/jobs/"
+    assert p_outputs["KeyPrefix"]["Export"] == {"Name": "Buquet-KeyPrefix"}
+    assert p_outputs["QueueUri"]["Value"]["Fn::Join"][1][-1] == "/team-a/jobs/"
+    named = synth(**{"buquet:stackName": "Jobs"}).to_json()["Outputs"]
+    assert named["BucketName"]["Export"] == {"Name": "Jobs-BucketName"}
+
+
+# ------------------------------------------------------------ deploy-time config
+@pytest.mark.parametrize("fixture, prefix, shards", [("template", "", "4"), ("prefixed", "team-a/jobs/", "8")])
+def test_the_deployment_writes_config_json_through_a_custom_resource(
+    request: pytest.FixtureRequest, fixture: str, prefix: str, shards: str
+) -> None:
+    t: Template = request.getfixturevalue(fixture)
+    [bucket_id] = resources(t, "AWS::S3::Bucket")
+    [(config_id, config)] = resources(t, "Custom::BuquetConfig").items()
+    fn = function_id(t, "lambdas.config_resource.handler")
+    assert config["Properties"] == {
+        "ServiceToken": {"Fn::GetAtt": [fn, "Arn"]},
+        "Bucket": {"Ref": bucket_id}, "Prefix": prefix, "ShardCount": shards,
+    }
+    # called only once its role's policy exists
+    policy = [k for k, v in resources(t, "AWS::IAM::Policy").items()
+              if v["Properties"]["Roles"] == [{"Ref": t.to_json()["Resources"][fn]["Properties"]["Role"]["Fn::GetAtt"][0]}]]
+    assert set(policy) <= set(config["DependsOn"])
+    # the role may read and create config.json and nothing else (ListBucket: 404, not 403)
+    assert s3_grants(t, "lambdas.config_resource.handler") == {
+        "s3:GetObject": {f"BUCKET/{prefix}config.json"}, "s3:PutObject": {f"BUCKET/{prefix}config.json"},
+        "s3:ListBucket": {"<none>"},
+    }
+    # nothing runs against the bucket before config.json exists
+    deps = lambda kind: [v.get("DependsOn", []) for v in resources(t, kind).values()]  # noqa: E731
+    assert all(config_id in d for d in deps("Custom::S3BucketNotifications"))
+    assert all(config_id in d for d in deps("AWS::Events::Rule"))
+    assert t.to_json()["Outputs"]["ShardCount"]["Value"] == {"Fn::GetAtt": [config_id, "ShardCount"]}
+
+
+# ---------------------------------------------------------- worker timeout check
+def test_synth_refuses_a_worker_timeout_shorter_than_the_default_task_timeout() -> None:
+    assert config.DEFAULT_TIMEOUT_SECONDS == 300
+    with pytest.raises(ValueError) as err:
+        from_context({"buquet:workerTimeout": "60"}.get)
+    message = str(err.value)
+    assert "buquet:workerTimeout=60" in message and "300 s" in message and "50 s" in message
+    assert "buquet:allowShortWorkerTimeout=true" in message and "long-lived worker" in message
+    # the margin counts: 305 - 10 < 300; 310 - 10 is enough
+    with pytest.raises(ValueError, match="buquet:workerTimeout=305"):
+        from_context({"buquet:workerTimeout": "305"}.get)
+    assert from_context({"buquet:workerTimeout": "310"}.get).longest_task_seconds == 300
+    with pytest.raises(ValueError, match="buquet:safetyMarginSeconds=100"):
+        from_context({"buquet:workerTimeout": "350", "buquet:safetyMarginSeconds": "100"}.get)
+    # the construct checks its props the same way (another app never calls from_context)
+    app = cdk.App()
+    with pytest.raises(ValueError, match="worker_timeout"):
+        BuquetQueue(cdk.Stack(app, "S"), "Q", props=BuquetQueueProps(worker_timeout=120, bundle=False))
+
+
+def test_a_short_worker_timeout_can_be_allowed_and_then_warns_loudly(capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = json.loads((INFRA / "cdk.json").read_text())["context"]
+    ctx.update({"buquet:bundle": "false", "buquet:workerTimeout": "60", "buquet:allowShortWorkerTimeout": "true"})
+    app = cdk.App(context=ctx)
+    stack = BuquetStack(app, "Buquet", settings=from_context(app.node.try_get_context))
+    assert "buquet:workerTimeout=60" in capsys.readouterr().err
+    warnings = Annotations.from_stack(stack).find_warning("*", Match.string_like_regexp(".*buquet:workerTimeout=60.*"))
+    assert warnings
+    Template.from_stack(stack).has_resource_properties("AWS::Lambda::Function", {"Handler": "lambdas.worker.handler", "Timeout": 60})
+
+
+def test_app_py_exits_with_the_message_for_a_too_short_worker_timeout(tmp_path: Path) -> None:
+    env = {**os.environ, "CDK_OUTDIR": str(tmp_path)}
+    env.pop("CDK_CONTEXT_JSON", None)
+    out = subprocess.run(
+        [sys.executable, "app.py", "-c", "buquet:bundle=false", "-c", "buquet:workerTimeout=60"],
+        cwd=INFRA, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode != 0
+    assert "buquet:workerTimeout=60" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("*.template.json"))
+
+
+# ---------------------------------------------------------------- too-long tasks
+def single_metric(props: dict[str, Any]) -> dict[str, Any]:
+    """An alarm's one metric as ``{Namespace, MetricName, Dimensions, Stat, Period}``,
+    whichever form CDK rendered it in (plain properties, or ``Metrics`` with a label)."""
+    if "MetricName" in props:
+        return {"Namespace": props["Namespace"], "MetricName": props["MetricName"], "Dimensions": props["Dimensions"],
+                "Stat": props["Statistic"], "Period": props["Period"]}
+    [stat] = [m["MetricStat"] for m in props["Metrics"]]
+    return {**stat["Metric"], "Stat": stat["Stat"], "Period": stat["Period"]}
+
+
+def test_too_long_tasks_have_a_metric_an_alarm_and_a_dashboard_graph(template: Template) -> None:
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    [too_long] = [a["Properties"] for a in alarms.values() if _alarm_metrics(a) == {"TasksTooLong"}]
+    assert single_metric(too_long) == {
+        "Namespace": "buquet", "MetricName": "TasksTooLong", "Stat": "Sum", "Period": 300,
+        "Dimensions": [{"Name": "service", "Value": "buquet-worker"}],
+    }
+    assert too_long["Threshold"] == 1
+    assert too_long["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert too_long["EvaluationPeriods"] == 3  # a task the monitor re-announces every minute
+    assert "890 s" in too_long["AlarmDescription"]
+    [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
+    assert "Tasks too long for Lambda (> 890 s)" in json.dumps(dashboard["Properties"]["DashboardBody"])
+
+
+# ------------------------------------------------------------ alarms, dashboard
+def _alarm_metrics(alarm: dict[str, Any]) -> set[str]:
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return {props["MetricName"]}
+    return {m["MetricStat"]["Metric"]["MetricName"] for m in props["Metrics"] if "MetricStat" in m}
+
+
+def test_alarms_on_failures_errors_throttles_too_long_tasks_and_queue_lag(template: Template) -> None:
+    alarms = {k: v for k, v in resources(template, "AWS::CloudWatch::Alarm").items()}
+    by_metrics = {frozenset(_alarm_metrics(a)): a["Properties"] for a in alarms.values()}
+    assert set(by_metrics) == {
+        frozenset({"ApproximateNumberOfMessagesVisible"}), frozenset({"Errors"}), frozenset({"Throttles"}),
+        frozenset({"TasksTooLong"}), frozenset({"QueueLag"}),
+    }
+    [queue_id] = resources(template, "AWS::SQS::Queue")
+    failed = by_metrics[frozenset({"ApproximateNumberOfMessagesVisible"})]
+    assert single_metric(failed)["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}]
+    assert failed["Threshold"] == 1 and single_metric(failed)["Stat"] == "Maximum"
+    for what in ("Errors", "Throttles"):  # the three functions, summed; an idle worker is 0
+        props = by_metrics[frozenset({what})]
+        [expr] = [m["Expression"] for m in props["Metrics"] if "Expression" in m]
+        assert expr.count("FILL(") == 3
+        fns = {m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in props["Metrics"] if "MetricStat" in m}
+        assert fns == {function_id(template, f"lambdas.{h}.handler") for h in ("worker", "scheduler", "monitor")}
+    lag = by_metrics[frozenset({"QueueLag"})]
+    assert single_metric(lag)["Stat"] == "Maximum" and single_metric(lag)["Namespace"] == "buquet"
+    assert lag["Threshold"] == 300_000 and lag["ComparisonOperator"] == "GreaterThanThreshold"
+    assert all(a["Properties"]["TreatMissingData"] == "notBreaching" for a in alarms.values())
+    assert not any("AlarmActions" in a["Properties"] for a in alarms.values())  # no topic, no actions
+    t = synth(**{"buquet:queueLagAlarmSeconds": "120"})
+    assert any(a["Properties"].get("Threshold") == 120_000 for a in resources(t, "AWS::CloudWatch::Alarm").values())
+
+
+def test_alarms_notify_the_sns_topic_given() -> None:
+    topic = "arn:aws:sns:us-east-1:123456789012:ops-alerts"
+    t = synth(**{"buquet:alarmTopicArn": topic})
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == 5
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [topic] and alarm["Properties"]["OKActions"] == [topic]
+    with pytest.raises(ValueError, match="SNS topic ARN"):
+        from_context({"buquet:alarmTopicArn": "ops-alerts"}.get)
+
+
+def test_one_dashboard_with_the_queue_metrics(template: Template) -> None:
+    [dashboard] = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for metric in ("TasksClaimed", "TasksCompleted", "TasksRetried", "TasksFailed", "TasksTooLong", "QueueLag",
+                   "Invocations", "Errors", "Throttles", "Duration", "ApproximateNumberOfMessagesVisible",
+                   "SlotsFired", "LeasesRecovered", "StalledTasksPoked"):
+        assert f'\\"{metric}\\"' in body, metric
+    for alarm_id in resources(template, "AWS::CloudWatch::Alarm"):  # the alarm-status widget lists them
+        assert alarm_id in body
+
+
+# ----------------------------------------------------- conditional writes only
+def test_bucket_policy_denies_unconditional_writes_under_tasks(template: Template, prefixed: Template) -> None:
+    for t, prefix in ((template, ""), (prefixed, "team-a/jobs/")):
+        [bucket_id] = resources(t, "AWS::S3::Bucket")
+        [policy] = resources(t, "AWS::S3::BucketPolicy").values()
+        [deny] = [st for st in policy["Properties"]["PolicyDocument"]["Statement"]
+                  if st.get("Sid") == "DenyUnconditionalTaskWrites"]
+        assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"} and deny["Action"] == "s3:PutObject"
+        assert arn_text(deny["Resource"], bucket_id) == f"BUCKET/{prefix}tasks/*"
+        assert arn_text(deny["Resource"], bucket_id) == f"BUCKET/{key_paths(prefix)['tasks']}"  # the layout's
+        # both keys absent (Null: true, ANDed within one operator) -> denied
+        assert deny["Condition"] == {"Null": {"s3:if-none-match": "true", "s3:if-match": "true"}}
+
+
+def denied_by(statement: dict[str, Any], action: str, key: str, headers: dict[str, str]) -> bool:
+    """IAM evaluation of one Deny statement with ``Null`` conditions: every key of the
+    operator must hold (AND); ``Null: true`` holds when the request has no such key.
+    ``headers`` are the request's condition keys (``s3:if-none-match`` ...)."""
+    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+    resources_ = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    if action not in actions or not any(_like(r, f"arn:aws:s3:::bkt/{key}") for r in resources_):
+        return False
+    return all((name not in headers) == (want == "true") for name, want in statement["Condition"]["Null"].items())
+
+
+@pytest.mark.parametrize("prefix", ["", "team-a/jobs/"])
+def test_the_conditional_write_deny_lets_every_library_write_through(prefix: str) -> None:
+    deny = conditional_write_statement("arn:aws:s3:::bkt", prefix).to_statement_json()
+    task = f"{prefix}tasks/0/0193a4f2-7c1e-7d2a-9b3c-4d5e6f708192.json"
+    assert denied_by(deny, "s3:PutObject", task, {})  # a plain PUT: denied
+    assert not denied_by(deny, "s3:PutObject", task, {"s3:if-none-match": "*"})  # submit
+    assert not denied_by(deny, "s3:PutObject", task, {"s3:if-match": '"etag"'})  # transition
+    assert not denied_by(deny, "s3:PutObject", f"{prefix}ready/0/x", {})  # other prefixes untouched
+    assert not denied_by(deny, "s3:GetObject", task, {})
+
+
+# ---------------------------------------------------------------- feature flags
+#: the aws-cdk-lib release whose recommended flags infra/cdk.json was last aligned with
+FLAGS_FROM = "2.275.0"
+
+
+def test_cdk_json_sets_the_recommended_feature_flags() -> None:
+    import tarfile
+    from importlib import metadata
+
+    version = metadata.version("aws-cdk-lib")
+    [tgz] = (Path(cdk.__file__).parent / "_jsii").glob("aws-cdk-lib@*.jsii.tgz")
+    with tarfile.open(tgz) as tf:
+        member = tf.extractfile("package/recommended-feature-flags.json")
+        assert member is not None
+        recommended = json.load(member)
+    context = json.loads((INFRA / "cdk.json").read_text())["context"]
+    flags = {k: v for k, v in context.items() if not k.startswith("buquet:")}
+    different = {k: (flags[k], v) for k, v in recommended.items() if k in flags and flags[k] != v}
+    assert not different, different
+    missing = sorted(set(recommended) - set(flags))
+    newer = tuple(map(int, version.split(".")[:3])) > tuple(map(int, FLAGS_FROM.split(".")))
+    if missing and newer:
+        import warnings
+
+        warnings.warn(f"aws-cdk-lib {version} recommends flags infra/cdk.json does not set: {missing}", stacklevel=1)
+    else:
+        assert not missing, missing
+    assert len(flags) >= 80
 
 
 # ---------------------------------------------------------------------------- IAM
 def test_each_function_gets_only_its_prefixes_and_actions(template: Template) -> None:
     assert s3_grants(template, "lambdas.worker.handler") == {
-        "s3:GetObject": {"BUCKET/config.json", "BUCKET/tasks/*", "BUCKET/ready/*"},
-        "s3:PutObject": {"BUCKET/tasks/*", "BUCKET/ready/*", "BUCKET/leases/*"},
-        "s3:DeleteObject": {"BUCKET/ready/*", "BUCKET/leases/*"},
+        "s3:GetObject": {"BUCKET/config.json", "BUCKET/tasks/*", "BUCKET/ready/*", "BUCKET/schemas/*", "BUCKET/payloads/*"},
+        "s3:PutObject": {"BUCKET/tasks/*", "BUCKET/ready/*", "BUCKET/leases/*", "BUCKET/payloads/*"},
+        "s3:DeleteObject": {"BUCKET/ready/*", "BUCKET/leases/*", "BUCKET/expiries/*"},
         "s3:ListBucket": {"ready/*", "<none>"},
     }
     assert s3_grants(template, "lambdas.monitor.handler") == {
         "s3:GetObject": {"BUCKET/config.json", "BUCKET/tasks/*", "BUCKET/ready/*"},
         "s3:PutObject": {"BUCKET/config.json", "BUCKET/tasks/*", "BUCKET/ready/*"},
-        "s3:DeleteObject": {"BUCKET/leases/*"},
-        "s3:ListBucket": {"leases/*", "ready/*", "<none>"},
+        "s3:DeleteObject": {"BUCKET/leases/*", "BUCKET/expiries/*", "BUCKET/ready/*"},
+        "s3:ListBucket": {"leases/*", "ready/*", "expiries/*", "<none>"},
     }
     assert s3_grants(template, "lambdas.scheduler.handler") == {
         "s3:GetObject": {"BUCKET/config.json", "BUCKET/schedules/*", "BUCKET/tasks/*"},
@@ -292,7 +542,8 @@ def test_each_function_gets_only_its_prefixes_and_actions(template: Template) ->
 
 def test_iam_resources_follow_the_key_prefix(prefixed: Template) -> None:
     grants = s3_grants(prefixed, "lambdas.worker.handler")
-    assert grants["s3:PutObject"] == {"BUCKET/team-a/jobs/tasks/*", "BUCKET/team-a/jobs/ready/*", "BUCKET/team-a/jobs/leases/*"}
+    assert grants["s3:PutObject"] == {"BUCKET/team-a/jobs/tasks/*", "BUCKET/team-a/jobs/ready/*",
+                                      "BUCKET/team-a/jobs/leases/*", "BUCKET/team-a/jobs/payloads/*"}
     assert grants["s3:ListBucket"] == {"team-a/jobs/ready/*", "<none>"}
 
 
@@ -300,8 +551,10 @@ def test_iam_resources_follow_the_key_prefix(prefixed: Template) -> None:
 def test_policy_prefixes_are_the_key_layouts(request: pytest.FixtureRequest, fixture: str, prefix: str) -> None:
     """Policies are built from KeyLayout.iam_prefixes(), not retyped: every resource and
     s3:prefix of every role lies under one of its values, and every value is used."""
-    layout_prefixes = KeyLayout(prefix).iam_prefixes()
+    layout = KeyLayout(prefix)
+    layout_prefixes = dict(layout.iam_prefixes())
     assert set(layout_prefixes) == {"config", *(d.rstrip("/") for d in TOP_LEVEL_DIRS)}
+    layout_prefixes.setdefault("idempotency", layout.idempotency_prefix())  # not (yet) among iam_prefixes
     paths = key_paths(prefix)
     for name, value in layout_prefixes.items():
         assert paths[name] == (value if name == "config" else value + "*")
@@ -337,6 +590,8 @@ class RecordingStore(ObjectStore):
         self.inner = inner
         self.now = now
         self.log: list[tuple[str, str | None]] = []
+        #: every PUT: (key, its condition keys as the bucket policy sees them)
+        self.puts: list[tuple[str, dict[str, str]]] = []
         self.recording = True
 
     def _rec(self, action: str, resource: str | None) -> None:
@@ -357,6 +612,9 @@ class RecordingStore(ObjectStore):
 
     async def put(self, key: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
         self._rec("s3:PutObject", key)
+        if self.recording:
+            headers = {"s3:if-match": if_match} if if_match is not None else {}
+            self.puts.append((key, {**headers, **({"s3:if-none-match": "*"} if if_none_match else {})}))
         return await self.inner.put(key, data, if_match=if_match, if_none_match=if_none_match)
 
     async def delete(self, key: str) -> None:
@@ -424,6 +682,17 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
     await client.get(flaky.id)
     await client.list("0")
     await client.list_ready("0")
+    await client.publish_schema("quick", {"input": {"type": "object"}, "output": {"type": "string"}})
+    await client.get_schema("quick")
+    await client.list_schemas()
+    big = await client.submit("quick", {"blob": "x" * 300_000})  # input in a payload object
+    large_out = await client.submit("large", None)
+    await client.submit("quick", {"n": 6}, ttl_seconds=60)  # a deadline: the expiry index
+    await client.submit("quick", {"n": 7}, idempotency_key="order-7")
+    await client.submit("quick", {"n": 7}, idempotency_key="order-7")  # the same task again
+    doomed = await client.submit("quick", {"n": 8}, ttl_seconds=600)
+    await client.cancel(doomed.id, reason="not needed")
+    await client.delete(doomed.id)
     await client.create_schedule("tick", "quick", {"from": "cron"}, "* * * * *")
     await client.disable_schedule("tick")
     await client.enable_schedule("tick")
@@ -457,11 +726,19 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
     async def quick(payload: Any) -> Any:
         return "ok"
 
+    @worker.task("large")
+    async def large(payload: Any) -> Any:
+        return "y" * 300_000  # an output in a payload object
+
     counts = await worker.run_once(
         [], remaining_seconds=lambda: 600.0, options=WorkerRunOptions(lease_seconds=3, delete_flush_ms=0)
     )
     assert counts.get("retried") == 1 and counts.get("completed", 0) >= 3
     worker_log = list(rec.log)
+    assert (await client.get(big.id)).status == TaskStatus.Completed  # type: ignore[union-attr]
+    await client.load_input(await client.get(big.id))  # type: ignore[arg-type]
+    assert len(await client.load_output(await client.get(large_out.id))) == 300_000  # type: ignore[arg-type]
+    client_log += [e for e in rec.log if e not in worker_log]
 
     # an invocation that died after its first heartbeat, then lease recovery + a poke
     rec.recording = False
@@ -472,10 +749,12 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
     assert isinstance(lease, Lease)
     await mem.delete_many(await client.protocol.extend(lease, 3))
     await client.submit("quick", {"n": 5})  # a ready task nobody was told about
+    expiring = await client.submit("quick", {"n": 9}, ttl_seconds=60)  # past its deadline below
     rec.now += timedelta(minutes=5)
     rec.recording = True
     monitor_queue = await queue_for("monitor")
-    assert await Monitor(monitor_queue).sweep() == 1
+    assert await Monitor(monitor_queue).sweep() == 2  # the lapsed lease and the deadline
+    assert (await client.get(expiring.id)).status == TaskStatus.Expired  # type: ignore[union-attr]
     assert await Monitor(monitor_queue).poke_stalled(stall_seconds=60) >= 1
     monitor_log = list(rec.log)
 
@@ -516,6 +795,12 @@ async def test_the_policies_allow_every_request_the_library_makes_and_no_more(pr
         denied = sorted({(a, r) for a, r in log if not allowed(statements, a, r)}, key=str)
         assert not denied, f"{name} would be denied: {denied}"
         assert log, name
+
+    # every write under tasks/ is conditional: the bucket policy's deny never bites
+    deny = conditional_write_statement(bucket_arn, prefix).to_statement_json()
+    task_puts = [(k, h) for k, h in rec.puts if k.startswith(prefix + "tasks/")]
+    assert len(task_puts) >= 10
+    assert not [(k, h) for k, h in rec.puts if denied_by(deny, "s3:PutObject", k, h)]
 
     # a long-lived worker does what the worker and the monitor functions do
     for action, resource in worker_log + monitor_log:
@@ -593,29 +878,36 @@ def test_bundle_hash_follows_the_inputs(tmp_path: Path, monkeypatch: pytest.Monk
     (app / "tasks.py").write_text("async def make_worker(): return None\n")
     assert bundling.input_digest(app, "arm64") != d1
 
+    assert bundling.input_digest(app, "arm64", "3.13") != d1  # another runtime, other bytecode
+    assert bundling.input_digest(app, "arm64", precompiled=False) != d1
+
     # the app is copied under its own name next to the handlers; pip is faked here
     calls: list[list[str]] = []
 
-    def fake_pip(target: Path, architecture: str, args: list[str]) -> None:
+    def fake_pip(target: Path, architecture: str, args: list[str], python_version: str, find_links: Path) -> Any:
         calls.append(args)
-        (target / "buquet").mkdir(parents=True)
+        target.mkdir(parents=True)
         (target / "bin").mkdir()
+        return subprocess.CompletedProcess(args, 0, "", "")
 
     monkeypatch.setattr(bundling, "_pip_install", fake_pip)
     (app / "requirements.txt").write_text("six\n")
-    built = bundling.build(app, "arm64", cache=tmp_path / "cache", log=False)
+    built = bundling.build(app, "arm64", cache=tmp_path / "cache", log=False, precompile_mode=False)
     assert built.built and (built.path / "myapp" / "tasks.py").is_file()
     assert (built.path / "lambdas" / "worker.py").is_file() and not (built.path / "bin").exists()
-    assert not list(built.path.rglob("__pycache__"))
+    assert (built.path / "buquet" / "queue.py").is_file()  # the imported package, copied
+    assert not list(built.path.rglob("__pycache__")) and not built.precompiled
     assert calls[0][-2:] == ["-r", str(app / "requirements.txt")]
-    again = bundling.build(app, "arm64", cache=tmp_path / "cache", log=False)
+    # buquet's own dependencies come from its pyproject.toml (or installed metadata)
+    assert set(bundling.buquet_requirements()) <= set(calls[0]) and any(a.startswith("obstore") for a in calls[0])
+    again = bundling.build(app, "arm64", cache=tmp_path / "cache", log=False, precompile_mode=False)
     assert not again.built and again.path == built.path and len(calls) == 1
 
     # old bundles of an architecture are evicted, the newest kept
     paths = [built.path]
     for n in range(bundling.KEEP_PER_ARCHITECTURE + 1):
         (app / "tasks.py").write_text(f"VERSION = {n}\n")
-        paths.append(bundling.build(app, "arm64", cache=tmp_path / "cache", log=False).path)
+        paths.append(bundling.build(app, "arm64", cache=tmp_path / "cache", log=False, precompile_mode=False).path)
         time.sleep(0.01)  # distinct mtimes
     kept = sorted((tmp_path / "cache").glob("arm64-*"))
     assert len(kept) == bundling.KEEP_PER_ARCHITECTURE and set(paths[-bundling.KEEP_PER_ARCHITECTURE:]) == set(kept)
@@ -624,30 +916,201 @@ def test_bundle_hash_follows_the_inputs(tmp_path: Path, monkeypatch: pytest.Monk
 ELF_MACHINE = {"arm64": 0xB7, "x86_64": 0x3E}
 
 
+PYTHON_312 = bundling.find_python("3.12")
+needs_312 = pytest.mark.skipif(PYTHON_312 is None, reason="no Python 3.12 interpreter here to compile for the runtime")
+
+
+def pyc_facts(python: str, pyc: Path) -> dict[str, Any]:
+    """Magic number, flags and the code object's file name of a .pyc, read by the
+    interpreter it was made for (marshal is version-specific)."""
+    code = (
+        "import importlib.util, marshal, sys, json; d = open(sys.argv[1], 'rb').read(); "
+        "print(json.dumps({'magic_ok': d[:4] == importlib.util.MAGIC_NUMBER, "
+        "'flags': int.from_bytes(d[4:8], 'little'), 'filename': marshal.loads(d[16:]).co_filename}))"
+    )
+    out = subprocess.run([python, "-I", "-c", code, str(pyc)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@needs_312
 @pytest.mark.parametrize("architecture", ["x86_64", "arm64"])
 def test_real_bundle_is_built_without_docker_for_both_architectures(architecture: str) -> None:
-    """pip, for the Lambda platform, from PyPI (cached by input hash after the first run)."""
+    """pip, for the Lambda platform, from PyPI (cached by input hash after the first run),
+    precompiled for the runtime's Python."""
     started = time.monotonic()
-    built = bundling.build(None, architecture)
+    built = bundling.build(None, architecture, precompile_mode=True)
+    assert built.precompiled and built.python_version == "3.12"
     for name in ("buquet", "lambdas", "obstore", "aws_lambda_powertools", "boto3", "croniter"):
         assert (built.path / name).is_dir(), name
-    assert not (built.path / "bin").exists() and not list(built.path.rglob("__pycache__"))
+    assert not (built.path / "bin").exists()
     [native] = [p for p in (built.path / "obstore").glob("*.so")]
     header = native.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE[architecture]
     size = bundling.directory_size(built.path)
     assert size < 250 * 1024 * 1024  # Lambda's unzipped limit
+
+    # bytecode for the runtime's Python, and only for it, next to every module
+    pycs = list(built.path.rglob("*.pyc"))
+    assert pycs and all(p.name.endswith(".cpython-312.pyc") and p.parent.name == "__pycache__" for p in pycs)
+    for module in ("buquet/queue.py", "buquet/storage/s3.py", "lambdas/worker.py", "lambdas/config_resource.py",
+                   "aws_lambda_powertools/logging/logger.py", "boto3/session.py", "botocore/client.py"):
+        src = built.path / module
+        assert (src.parent / "__pycache__" / f"{src.stem}.cpython-312.pyc").is_file(), module
+    sources = [p for p in built.path.rglob("*.py") if "__pycache__" not in p.parts]
+    assert len(pycs) >= 0.95 * len(sources)
+    # unchecked-hash (PEP 552 flags 0b01): valid whatever the zip does to mtimes, never
+    # compared with the source again; file names as Lambda unpacks them
+    facts = pyc_facts(PYTHON_312, built.path / "buquet" / "__pycache__" / "queue.cpython-312.pyc")  # type: ignore[arg-type]
+    assert facts == {"magic_ok": True, "flags": 1, "filename": "/var/task/buquet/queue.py"}
     print(f"\n{architecture}: {'built' if built.built else 'cached'} in {time.monotonic() - started:.1f}s, {size / 1e6:.1f} MB")
     t0 = time.monotonic()
-    assert not bundling.build(None, architecture).built
-    assert time.monotonic() - t0 < 5  # a repeated synth reuses it
+    again = bundling.build(None, architecture, precompile_mode=True)
+    if again.digest == built.digest:  # (unless the sources changed meanwhile)
+        assert not again.built and time.monotonic() - t0 < 5  # a repeated synth reuses it
 
     if architecture == "x86_64" and platform.machine() == "x86_64":
-        # self-contained: the handlers import with nothing but the bundle and the stdlib
+        # self-contained: the handlers import with nothing but the bundle and the stdlib,
+        # on a read-only code directory (-B), using the bundled bytecode
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); "
-            "import lambdas.worker, lambdas.scheduler, lambdas.monitor, obstore, buquet; print('ok')"
+            "import lambdas.worker, lambdas.scheduler, lambdas.monitor, lambdas.config_resource, obstore, buquet; "
+            "import buquet.storage.s3 as s3; print(s3.__cached__ if hasattr(s3, '__cached__') else '', 'ok')"
         )
         env = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1", "HOME": str(built.path)}
-        out = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code, str(built.path)], capture_output=True, text=True, env=env)
+        out = subprocess.run([PYTHON_312, "-I", "-S", "-B", "-v", "-c", code, str(built.path)],  # type: ignore[list-item]
+                             capture_output=True, text=True, env=env)
         assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+        # -v: "# code object from '<...>.pyc'" for bytecode, "# code object from <...>.py"
+        # for a module compiled at import; every bundle module came from bytecode
+        loaded = [line for line in out.stderr.splitlines() if line.startswith("# code object from") and str(built.path) in line]
+        assert any("buquet/__pycache__/queue.cpython-312.pyc" in line for line in loaded)
+        compiled_at_import = [line for line in loaded if line.rstrip("'").endswith(".py")]
+        assert len(loaded) > 100 and not compiled_at_import, compiled_at_import[:5]
+
+
+def test_precompile_can_be_required_or_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundling, "find_python", lambda version: None)
+    with pytest.raises(bundling.BundleError, match="no Python 3.13 interpreter found") as err:
+        bundling.build(None, "arm64", python_version="3.13", precompile_mode=True, cache=tmp_path, log=False)
+    assert "BUQUET_LAMBDA_PYTHON" in str(err.value)
+    with pytest.raises(ValueError, match="3.11, 3.12, 3.13"):
+        bundling.build(None, "arm64", python_version="3.9", cache=tmp_path, log=False)
+    with pytest.raises(ValueError, match="buquet:pythonVersion"):
+        from_context({"buquet:pythonVersion": "3.9"}.get)
+    assert from_context({"buquet:precompile": "auto"}.get).precompile is None
+    assert from_context({"buquet:precompile": "false"}.get).precompile is False
+    t = synth(**{"buquet:pythonVersion": "3.13"})
+    for handler in ("worker", "scheduler", "monitor", "config_resource"):
+        t.has_resource_properties("AWS::Lambda::Function", {"Handler": f"lambdas.{handler}.handler", "Runtime": "python3.13"})
+
+
+@needs_312
+def test_find_python_checks_the_version_it_is_pointed_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUQUET_LAMBDA_PYTHON", sys.executable)
+    if "%d.%d" % sys.version_info[:2] != "3.12":
+        with pytest.raises(bundling.BundleError, match="the function runs 3.12"):
+            bundling.find_python("3.12")
+    monkeypatch.setenv("BUQUET_LAMBDA_PYTHON", PYTHON_312)  # type: ignore[arg-type]
+    assert bundling.find_python("3.12") == PYTHON_312
+
+
+@needs_312
+def test_a_pure_python_sdist_dependency_is_built_into_a_wheel_and_bundled(tmp_path: Path) -> None:
+    """docopt 0.6.2 is published on PyPI as a source distribution only."""
+    app = tmp_path / "docoptapp"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "tasks.py").write_text("import docopt\n\nasync def make_worker(): ...\n")
+    (app / "requirements.txt").write_text("docopt==0.6.2\n")
+    built = bundling.build(app, "x86_64", cache=tmp_path / "cache", precompile_mode=True)
+    assert built.built_from_source == ("docopt-0.6.2-py2.py3-none-any.whl",)
+    assert (built.path / "docopt.py").is_file() and (built.path / "__pycache__" / "docopt.cpython-312.pyc").is_file()
+    assert (built.path / "docoptapp" / "__pycache__" / "tasks.cpython-312.pyc").is_file()
+    assert (built.path / "obstore").is_dir()  # the rest installed as usual
+    out = subprocess.run([PYTHON_312, "-I", "-S", "-B", "-c",  # type: ignore[list-item]
+                          "import sys; sys.path.insert(0, sys.argv[1]); import docoptapp.tasks, docopt; print(docopt.__version__)",
+                          str(built.path)], capture_output=True, text=True)
+    assert out.stdout.strip() == "0.6.2", out.stderr[-2000:]
+
+
+def _sdist(dest: Path, name: str, native: bool) -> Path:
+    """A source distribution of a one-module package, with a C extension if ``native``."""
+    import tarfile
+
+    root = tmp = dest / f"{name}-1.0"
+    (tmp / name).mkdir(parents=True)
+    (tmp / name / "__init__.py").write_text("VALUE = 1\n")
+    ext = ""
+    if native:
+        (tmp / name / "fast.c").write_text(
+            "#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"fast\", NULL, -1, NULL};\n"
+            "PyMODINIT_FUNC PyInit_fast(void) { return PyModule_Create(&m); }\n"
+        )
+        ext = f", ext_modules=[Extension('{name}.fast', ['{name}/fast.c'])]"
+    (tmp / "setup.py").write_text(
+        f"from setuptools import setup, Extension\nsetup(name='{name}', version='1.0', packages=['{name}']{ext})\n"
+    )
+    (tmp / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    dists = dest / "dists"
+    dists.mkdir(exist_ok=True)
+    archive = dists / f"{name}-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(root, arcname=root.name)
+    return dists
+
+
+def test_source_only_requirements_pure_ones_are_built_native_ones_refused(tmp_path: Path) -> None:
+    """install() with pip faked to fail like pip does for a source-only requirement;
+    the wheels are really built (pip wheel) from local source distributions."""
+    dists = _sdist(tmp_path, "tinypure", native=False)
+    _sdist(tmp_path, "tinynative", native=True)
+    req = tmp_path / "app" / "requirements.txt"
+    req.parent.mkdir()
+    req.write_text(f"--find-links {os.path.relpath(dists, req.parent)}\ntinypure==1.0\ntinynative==1.0\n")
+    runs: list[Path | None] = []
+    wanted = ["tinypure", "tinynative"]
+
+    def fake_pip(target: Path, architecture: str, args: list[str], python_version: str, find_links: Path) -> Any:
+        runs.append(find_links)
+        have = {p.name.split("-")[0] for p in find_links.glob("*.whl")}
+        for name in wanted:
+            if name not in have:
+                return subprocess.CompletedProcess(args, 1, "", f"ERROR: No matching distribution found for {name}==1.0\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    with pytest.raises(bundling.NativeSourceDependency) as err:
+        bundling.install(tmp_path / "out", "arm64", ["-r", str(req)], "3.12", tmp_path / "wheels", req, pip=fake_pip)
+    message = str(err.value)
+    assert "tinynative==1.0" in message and "native code" in message and "manylinux" in message
+    assert "--find-links" in message  # what to do
+    assert err.value.wheel.startswith("tinynative-1.0-") and not err.value.wheel.endswith("none-any.whl")
+    # the pure one was built and kept for pip's next run
+    assert [p.name for p in (tmp_path / "wheels").glob("*.whl")] == ["tinypure-1.0-py3-none-any.whl"]
+    assert len(runs) == 2
+
+    # a pure-only app installs after one extra round (an absolute find-links path this time)
+    req.write_text(f"--find-links {dists}\ntinypure==1.0\n")
+    runs.clear()
+    wanted[:] = ["tinypure"]
+    built = bundling.install(tmp_path / "out2", "arm64", ["-r", str(req)], "3.12", tmp_path / "wheels2", req, pip=fake_pip)
+    assert built == ["tinypure-1.0-py3-none-any.whl"] and len(runs) == 2
+
+
+def test_pip_failures_other_than_a_source_only_requirement_stop_with_pips_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_wheel(target: Path, architecture: str, args: list[str], python_version: str, find_links: Path) -> Any:
+        return subprocess.CompletedProcess(args, 1, "", "ERROR: No matching distribution found for nosuch-pkg-xyz==9\n")
+
+    def cannot_build(requirement: str, dest: Path, *args: Any) -> Path:
+        raise bundling.BundleError(f"{requirement} has no wheel for Lambda and building it from source failed")
+
+    monkeypatch.setattr(bundling, "build_source_wheel", cannot_build)
+    with pytest.raises(bundling.BundleError, match="nosuch-pkg-xyz==9 has no wheel for Lambda"):
+        bundling.install(tmp_path / "out", "x86_64", ["nosuch-pkg-xyz==9"], "3.12", tmp_path / "w", None, pip=no_wheel)
+
+    def offline(target: Path, architecture: str, args: list[str], python_version: str, find_links: Path) -> Any:
+        return subprocess.CompletedProcess(args, 1, "", "ERROR: network is unreachable\n")
+
+    with pytest.raises(bundling.BundleError, match="network is unreachable"):
+        bundling.install(tmp_path / "out", "x86_64", ["six"], "3.12", tmp_path / "w", None, pip=offline)

@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -321,6 +322,33 @@ def test_little_time_left_leaves_long_tasks_for_a_later_invocation(
     assert [p["kind"] for _, p, _ in RUNS] == ["short", "long"]
     done = with_queue(lambda_env, lambda q: q.get(long_id))
     assert done is not None and done.status == TaskStatus.Completed and done.attempt == 1
+
+
+@pytest.mark.s3
+def test_a_task_too_long_for_the_invocation_is_a_metric_and_a_warning_naming_it(
+    lambda_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def submit(q: Queue) -> tuple[str, str, str]:
+        long = await q.submit("record", {"kind": "long"}, timeout_seconds=300)
+        short = await q.submit("record", {"kind": "short"}, timeout_seconds=5)
+        return long.id, await ready_key_of(q, long.id), await ready_key_of(q, short.id)
+
+    long_id, long_key, short_key = with_queue(lambda_env, submit)
+    capsys.readouterr()
+    result = worker_lambda.handler(s3_event(lambda_env["S3_BUCKET"], long_key, short_key), FakeContext(remaining_seconds=60))
+    assert result["too_long"] == 1 and result["completed"] == 1
+    out = capsys.readouterr().out
+    assert emf(out)["TasksTooLong"] == 1 and emf(out)["TasksCompleted"] == 1
+    [line] = [d for d in log_lines(out) if d.get("too_long")]
+    assert line["level"] == "WARNING" and line["task_id"] == long_id and line["task_type"] == "record"
+    assert "long-lived worker" in line["message"] and "buquet worker" in line["message"]
+    assert re.search(r"exceeds (4\d|50) s this invocation", line["message"]), line["message"]  # 60 s - 10 s margin
+
+    # an invocation with time enough runs it: zero too long, no warning
+    result = worker_lambda.handler(s3_event(lambda_env["S3_BUCKET"], long_key), FakeContext(remaining_seconds=900))
+    out = capsys.readouterr().out
+    assert result["completed"] == 1 and "too_long" not in result
+    assert emf(out)["TasksTooLong"] == 0 and not [d for d in log_lines(out) if d.get("too_long")]
 
 
 @pytest.mark.s3

@@ -558,3 +558,23 @@ async def test_a_worker_rejects_input_that_breaks_its_schema_before_the_handler_
     rejected = await live_anyq.get(bad.id)
     assert rejected is not None and rejected.status == TaskStatus.Failed and rejected.attempt == 1
     assert "Schema validation failed" in (rejected.last_error or "")
+
+
+async def test_expiry_racing_a_claim_has_one_winner(anyq: Queue, clock: FakeClock) -> None:
+    """The monitor expires a task at its deadline while a worker claims it: exactly one
+    of the two conditional writes wins, and the task ends in that one's state."""
+    for _ in range(6):
+        task = await anyq.submit("t", 1, ttl_seconds=10)
+        now = await anyq.time()
+        [m] = [m for m in await anyq.protocol.due_markers(task.shard, now, 100) if m.task_id == task.id]
+        clock.advance(10)  # the deadline is now: claim sees it expired too, unless it wins first
+        later = await anyq.time()
+        monitor = Monitor(anyq)
+        claim_result, _ = await asyncio.gather(anyq.protocol.claim(m, "w", 30, later - timedelta(seconds=1)),
+                                               monitor.sweep(later))
+        final = await anyq.get(task.id)
+        assert final is not None
+        if isinstance(claim_result, Lease):
+            assert final.status == TaskStatus.Running and final.attempt == 1
+        else:
+            assert final.status == TaskStatus.Expired and final.attempt == 0

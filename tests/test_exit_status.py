@@ -36,7 +36,7 @@ CASES = [
     # invalid option found after the worker connected: usage error, status 2
     ("worker-max-tasks-negative", ["worker", WORKER, "--max-tasks", "-1"], 8, 2, "max_tasks: must be between"),
     # malformed id: usage error before any S3 request, status 2
-    ("get-malformed", ["get", "not-a-task-id"], 4, 2, "task_id: must be"),
+    ("get-malformed", ["get", "not-a-task-id"], 4, 2, "task_id: Invalid UUID"),
 ]
 
 

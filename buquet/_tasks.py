@@ -40,6 +40,9 @@ log = logging.getLogger("buquet.protocol")
 Clock = Callable[[], datetime]
 #: a ready marker whose task object is missing is only removed once it is this old
 ORPHAN_MARKER_AGE_SECONDS = 60
+#: a marker of a final task younger than this is skipped (its worker's batched delete
+#: is due); an older one is deleted by the worker that meets it
+FRESH_MARKER_SECONDS = 5
 
 
 @dataclass(slots=True)
@@ -277,9 +280,14 @@ class TaskProtocol:
             return ClaimMiss(ClaimMissReason.CORRUPT, now + timedelta(seconds=60))
         decision = tr.decide_claim(task, now, max_timeout_seconds)
         if decision.verdict == tr.ClaimVerdict.FINAL:
-            # A leftover (its batched delete was lost, or a slow requeue PUT landed late):
-            # safe to delete at once — a final task becomes Pending again only through
-            # replay, which makes it reachable from the lease index first.
+            # A leftover (its batched delete is on its way or was lost, or a slow requeue
+            # PUT landed late). Deleting it is always safe — a final task becomes Pending
+            # again only through replay, which makes it reachable from the lease index
+            # first — but a fresh one is usually about to go with its worker's batch:
+            # skip it for a while instead of sending a DELETE from every worker.
+            age = (now - marker.last_modified).total_seconds() if marker.last_modified else None
+            if age is None or age < FRESH_MARKER_SECONDS:
+                return ClaimMiss(decision.verdict, now + timedelta(seconds=FRESH_MARKER_SECONDS))
             await self.store.delete(marker.key)
             return ClaimMiss(decision.verdict)
         if decision.verdict == tr.ClaimVerdict.FAIL_EXHAUSTED:

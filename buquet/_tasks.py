@@ -40,8 +40,8 @@ log = logging.getLogger("buquet.protocol")
 Clock = Callable[[], datetime]
 #: a ready marker whose task object is missing is only removed once it is this old
 ORPHAN_MARKER_AGE_SECONDS = 60
-#: a marker of a final task younger than this is skipped (its worker's batched delete
-#: is due); an older one is deleted by the worker that meets it
+#: a marker of a task that became final less than this long ago is skipped (its
+#: worker's batched delete is due); later it is deleted by the worker that meets it
 FRESH_MARKER_SECONDS = 5
 
 
@@ -285,9 +285,8 @@ class TaskProtocol:
             # again only through replay, which makes it reachable from the lease index
             # first — but a fresh one is usually about to go with its worker's batch:
             # skip it for a while instead of sending a DELETE from every worker.
-            age = (now - marker.last_modified).total_seconds() if marker.last_modified else None
-            if age is None or age < FRESH_MARKER_SECONDS:
-                return ClaimMiss(decision.verdict, now + timedelta(seconds=FRESH_MARKER_SECONDS))
+            if (now - task.updated_at).total_seconds() < FRESH_MARKER_SECONDS:
+                return ClaimMiss(decision.verdict, task.updated_at + timedelta(seconds=FRESH_MARKER_SECONDS))
             await self.store.delete(marker.key)
             return ClaimMiss(decision.verdict)
         if decision.verdict == tr.ClaimVerdict.FAIL_EXHAUSTED:

@@ -21,6 +21,7 @@ handler should stop.
 from __future__ import annotations
 
 import time
+from datetime import timezone
 from typing import Any
 
 from ._tasks import Lease, TaskProtocol
@@ -48,9 +49,10 @@ class TaskContext:
         return self._lease.task
 
     def lease_expires_at(self) -> str | None:
-        """The current lease end, RFC 3339 (cached, no request)."""
+        """The current lease end, RFC 3339 UTC with a ``+00:00`` suffix as in
+        ``Task.to_dict()`` (cached, no request)."""
         end = self._lease.task.lease_expires_at
-        return to_rfc3339(end) if end is not None else None
+        return end.astimezone(timezone.utc).isoformat(timespec="milliseconds") if end is not None else None
 
     def is_cancellation_requested(self) -> bool:
         """Was :meth:`Queue.request_cancellation` called? Cached: the worker's heartbeat

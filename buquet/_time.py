@@ -14,8 +14,10 @@ def utcnow() -> datetime:
 
 def to_rfc3339(dt: datetime) -> str:
     """``2026-11-29T16:20:00.123Z`` (UTC, millisecond precision)."""
-    dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if dt.utcoffset():
+        dt = dt.astimezone(timezone.utc)
+    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+            f"{dt.microsecond // 1000:03d}Z")
 
 
 def from_rfc3339(text: str) -> datetime:

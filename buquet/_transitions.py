@@ -27,12 +27,16 @@ MAX_ERROR_CHARS = 2000
 
 # ------------------------------------------------------------------ history
 def history_entry(
-    task: Task, status: TaskStatus, at: datetime, error: str | None = None, traceback: str | None = None
+    task: Task, status: TaskStatus, at: datetime, error: str | None = None, traceback: str | None = None,
+    *, attempt: int | None = None, worker_id: str | None = None,
 ) -> dict[str, Any]:
-    """The history entry of ``task`` entering ``status`` at ``at``."""
-    entry: dict[str, Any] = {"status": status.value, "at": to_rfc3339(at), "attempt": task.attempt}
-    if task.worker_id and status != TaskStatus.Pending:
-        entry["worker_id"] = task.worker_id
+    """The history entry of ``task`` entering ``status`` at ``at`` (``attempt`` and
+    ``worker_id`` override the task's own, for a state not built yet)."""
+    worker = worker_id if worker_id is not None else task.worker_id
+    entry: dict[str, Any] = {"status": status.value, "at": to_rfc3339(at),
+                             "attempt": task.attempt if attempt is None else attempt}
+    if worker and status != TaskStatus.Pending:
+        entry["worker_id"] = worker
     if error:
         entry["error"] = error
     if traceback:
@@ -42,8 +46,9 @@ def history_entry(
 
 def _moved(task: Task, status: TaskStatus, now: datetime, *, error: str | None = None,
            traceback: str | None = None, **changes: Any) -> Task:
-    new = replace(task, status=status, updated_at=now, **changes)
-    return replace(new, history=task.history + (history_entry(new, status, now, error, traceback),))
+    entry = history_entry(task, status, now, error, traceback,
+                          attempt=changes.get("attempt"), worker_id=changes.get("worker_id"))
+    return replace(task, status=status, updated_at=now, history=task.history + (entry,), **changes)
 
 
 # ------------------------------------------------------------ error texts

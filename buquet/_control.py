@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from . import _transitions as tr
 from ._codec import Encoded
 from ._ids import check_task_id
-from ._recovery import Recovery
+from ._recovery import Recovery, load_live
 from ._tasks import TaskProtocol
 from ._time import to_ms
 from ._writes import put_resolved
@@ -197,16 +197,10 @@ class TaskControl:
         deadline becomes Expired; entries of final tasks are dropped; a Running task
         keeps its entry (a retry would make it Pending again, still with its deadline).
         Returns what happened and the keys to delete. S3: 1 GET (+ 1 PUT)."""
-        try:
-            loaded = await self.protocol.load(entry.task_id, entry.shard)
-        except CorruptObject as exc:
-            log.error("expiry entry %s skipped: %s", entry.key, exc)
-            return Recovery.SKIPPED, []
-        if loaded is None:
-            return Recovery.STALE, [entry.key]
-        task, etag = loaded
-        if task.status.is_final:
-            return Recovery.STALE, [entry.key]
+        found = await load_live(self.protocol, entry)
+        if isinstance(found[0], Recovery):
+            return found  # type: ignore[return-value]
+        task, etag = found  # type: ignore[misc]
         if task.status != TaskStatus.Pending or task.expires_at is None or task.expires_at > now:
             return Recovery.SKIPPED, []
         try:

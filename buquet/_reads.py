@@ -56,14 +56,7 @@ class TaskReader:
         return await self.protocol.time()
 
     async def get_history(self, task_id: str) -> builtins.list[Task]:
-        """Every state the task went through, oldest first, as Task snapshots (status,
-        attempt, worker_id, last_error and updated_at as of that transition; output only
-        on the Completed snapshot). Empty if the task does not exist. One GET; needs no
-        bucket versioning: the history is kept inside the task object.
-
-        Raises:
-            ValidationError: malformed ``task_id``.
-        """
+        """See :meth:`Queue.get_history` (its arguments, errors and cost)."""
         task = await self.get(task_id)
         if task is None:
             return []
@@ -84,15 +77,7 @@ class TaskReader:
     async def list(
         self, shard: str, status: TaskStatus | str | None = None, limit: int = 100
     ) -> builtins.list[Task]:
-        """Tasks of one shard, oldest first, optionally only those with ``status``.
-        Corrupt task objects are logged and left out.
-
-        Cost: one LIST per 1,000 tasks in the shard plus one GET per task read; this is
-        an inspection call, not for hot paths.
-
-        Raises:
-            ValidationError: unknown shard, bad status, limit not in 1..10000.
-        """
+        """See :meth:`Queue.list` (its arguments, errors and cost)."""
         self.protocol.check_shards([shard], "shard")
         v.int_in_range(limit, "limit", 1, 10000)
         want: TaskStatus | None = None
@@ -127,14 +112,7 @@ class TaskReader:
         return out
 
     async def list_ready(self, shard: str, limit: int = 100) -> builtins.list[str]:
-        """Ids of the tasks in ``shard`` that are due now, earliest due first, from the
-        ready index alone (LIST only, no GETs). A task stays in the index while its
-        attempt is younger than one heartbeat, so an id here may be running already;
-        tasks whose ``schedule_at`` or retry backoff lies ahead are never listed.
-
-        Raises:
-            ValidationError: unknown shard, limit not in 1..1000.
-        """
+        """See :meth:`Queue.list_ready` (its arguments, errors and cost)."""
         self.protocol.check_shards([shard], "shard")
         v.int_in_range(limit, "limit", 1, 1000)
         seen: dict[str, None] = {}
@@ -145,14 +123,7 @@ class TaskReader:
     async def wait(
         self, task_id: str, timeout_seconds: float | None = None, poll_interval_ms: int = 200
     ) -> Task:
-        """Poll until the task is final (Completed, Failed, Archived) and return it.
-        One GET per ``poll_interval_ms``.
-
-        Raises:
-            ValidationError: malformed id, bad timeout or interval.
-            TaskNotFound: no such task.
-            TaskTimeout: not final within ``timeout_seconds`` (also a ``TimeoutError``).
-        """
+        """See :meth:`Queue.wait` (its arguments, errors and cost)."""
         check_task_id(task_id)
         if timeout_seconds is not None:
             cfg.finite_number(timeout_seconds, "timeout_seconds", 0, 10**9)

@@ -14,7 +14,7 @@ from ._time import to_ms
 from ._writes import put_resolved
 from .errors import CorruptObject, LeaseLost, ObjectNotFound
 from .keys import LeaseKey, ReadyKey
-from .models import TaskStatus
+from .models import Task, TaskStatus
 
 log = logging.getLogger("buquet.monitor")
 
@@ -26,6 +26,20 @@ class Recovery(enum.Enum):
     FAILED = "failed"  #: the lease lapsed with no attempts left; Failed
     STALE = "stale"  #: the entry is redundant (task moved on); delete it
     SKIPPED = "skipped"  #: left alone (unreadable task, or another writer moved it)
+
+
+async def load_live(protocol: TaskProtocol, entry: LeaseKey) -> tuple[Task, str] | tuple[Recovery, list[str]]:
+    """The non-final task an index entry (lease or expiry) names, with its ETag — or
+    what to do with the entry instead: drop it (task gone or final) or leave it (the
+    task object cannot be decoded; logged)."""
+    try:
+        loaded = await protocol.load(entry.task_id, entry.shard)
+    except CorruptObject as exc:
+        log.error("index entry %s skipped: %s", entry.key, exc)
+        return Recovery.SKIPPED, []
+    if loaded is None or loaded[0].status.is_final:
+        return Recovery.STALE, [entry.key]
+    return loaded
 
 
 class LeaseRecovery:
@@ -48,16 +62,10 @@ class LeaseRecovery:
 
         S3: 1 GET; a lapsed lease adds 1 PUT task (+ 1 PUT ready marker to retry).
         """
-        try:
-            loaded = await self.protocol.load(entry.task_id, entry.shard)
-        except CorruptObject as exc:
-            log.error("lease entry %s skipped: %s", entry.key, exc)
-            return Recovery.SKIPPED, []
-        if loaded is None:
-            return Recovery.STALE, [entry.key]
-        task, etag = loaded
-        if task.status.is_final:
-            return Recovery.STALE, [entry.key]
+        found = await load_live(self.protocol, entry)
+        if isinstance(found[0], Recovery):
+            return found  # type: ignore[return-value]
+        task, etag = found  # type: ignore[misc]
         if task.status == TaskStatus.Pending:
             # requeued by a writer that died before it announced the task: announce it
             await self.protocol.announce(task)

@@ -20,6 +20,7 @@ from . import _validate as v
 from . import config as cfg
 from .cli_common import check, open_queue, parse_json_option, parse_retry_policy, run_async, table
 from .cli_schedules import schedule_group, scheduler_command
+from .cli_tasks import COMMANDS as TASK_COMMANDS
 from .models import Task, TaskStatus
 from .queue import validate_submit
 from .worker import WorkerRunOptions
@@ -215,6 +216,8 @@ def now(ctx: click.Context) -> None:
 
 cli.add_command(schedule_group)
 cli.add_command(scheduler_command)
+for _command in TASK_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

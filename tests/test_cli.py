@@ -95,3 +95,33 @@ def test_worker_command_runs_tasks(run, monkeypatch: pytest.MonkeyPatch) -> None
     assert r.exit_code == 0, r.output
     r = run("get", task_id)
     assert '"status": "completed"' in r.output and '"n": 7' in r.output
+
+
+def test_status_cancel_replay_archive_delete_wait(run) -> None:  # type: ignore[no-untyped-def]
+    import json as _json
+
+    ids = [run("submit", "job", str(i)).output.strip() for i in range(3)]
+    r = run("status", ids[0])
+    assert r.exit_code == 0 and r.output.startswith(f"{ids[0]} job pending")
+    assert _json.loads(run("status", ids[0], "--json").output)["status"] == "pending"
+    r = run("cancel", ids[0], "-r", "no longer needed", "-b", "ops")
+    assert r.exit_code == 0 and f"cancelled {ids[0]}" in r.output
+    r = run("cancel", ids[0])
+    assert r.exit_code == 1 and "Cannot cancel task with status Cancelled" in r.output
+    assert run("cancel").exit_code == 2 and run("cancel", ids[1], "-t", "job").exit_code == 2
+    r = run("cancel", "-t", "job", "--json")
+    assert r.exit_code == 0 and sorted(t["id"] for t in _json.loads(r.output)["cancelled"]) == sorted(ids[1:])
+    r = run("replay", ids[0])
+    assert r.exit_code == 0 and f"{ids[0]} job pending" in r.output
+    r = run("archive", ids[1])
+    assert r.exit_code == 1 and "only completed or failed" in r.output
+    r = run("wait", ids[1], "--timeout", "0")
+    assert r.exit_code == 1 and '"status": "cancelled"' in r.output
+    r = run("wait", ids[0], "--timeout", "0")
+    assert r.exit_code == 1 and "still pending" in r.output
+    assert run("delete", ids[0], "--yes").exit_code == 1  # Pending: not final
+    r = run("delete", ids[1], "--yes")
+    assert r.exit_code == 0 and run("status", ids[1]).exit_code == 1
+    r = CliRunner().invoke(cli, ["--local-dir", str(run.store), "delete", ids[2]], input="n\n")
+    assert r.exit_code == 1 and run("status", ids[2]).exit_code == 0  # not confirmed: kept
+    assert run("status", "nope").exit_code == 2

@@ -163,20 +163,33 @@ def get(ctx: click.Context, task_id: str) -> None:
 @cli.command(name="list")
 @click.option("--shard", "shards", multiple=True, help="Shard(s) to list (default: all).")
 @click.option("--status", type=click.Choice([s.value for s in TaskStatus]), default=None)
-@click.option("--limit", default=100, show_default=True)
+@click.option("-t", "--task-type", default=None, help="Only tasks of this type.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
-def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, limit: int) -> None:
-    """List tasks as a table."""
+def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, task_type: str | None, limit: int,
+             as_json: bool) -> None:
+    """List tasks, newest first, and say how many there are."""
+    if task_type is not None:
+        check(v.task_type, task_type, "--task-type")
+
     async def go() -> None:
         q = await open_queue(ctx, read_only=True)
         async with q:
-            rows = []
-            for shard in shards or q.shards:
-                for t in await q.list(shard, status=status, limit=limit):
-                    rows.append({"id": t.id, "type": t.task_type, "status": t.status.value, "shard": t.shard,
-                                 "attempt": t.attempt, "updated": t.updated_at.isoformat(timespec="seconds"),
-                                 "error": (t.last_error or "")[:60]})
-        click.echo(table(rows[:limit], ["id", "type", "status", "shard", "attempt", "updated", "error"]))
+            chosen = list(shards) or q.shards
+            check(q.check_shards, chosen, "--shard")
+            tasks, total = await q.recent(chosen, status=status, task_type=task_type, limit=limit)
+        if as_json:
+            for t in tasks:
+                click.echo(json.dumps(t.to_dict()))
+            return
+        rows = [{"id": t.id, "type": t.task_type, "status": t.status.value, "shard": t.shard,
+                 "attempt": t.attempt, "updated": t.updated_at.isoformat(timespec="seconds"),
+                 "error": (t.last_error or "")[:60]} for t in tasks]
+        click.echo(table(rows, ["id", "type", "status", "shard", "attempt", "updated", "error"]))
+        what = " matching" if status or task_type else ""
+        more = " (raise --limit to see more)" if len(tasks) == limit else ""
+        click.echo(f"showing {len(tasks)}{what} of {total} tasks in {len(chosen)} shard(s), newest first{more}")
 
     run_async(go())
 

@@ -160,4 +160,19 @@ def delete(ctx: click.Context, task_id: str, yes: bool) -> None:
     run_async(go())
 
 
-COMMANDS = [status, wait, cancel, replay, archive, delete]
+@click.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completions(shell: str) -> None:
+    """Print the shell completion script for SHELL (click's own completion; no store,
+    no credentials). Install: ``buquet completions bash > ~/.buquet-complete.bash`` and
+    source it from ``~/.bashrc``."""
+    from click.shell_completion import get_completion_class
+
+    from .cli import cli
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "buquet", "_BUQUET_COMPLETE").source())
+
+
+COMMANDS = [status, wait, cancel, replay, archive, delete, completions]

@@ -296,6 +296,24 @@ class Queue:
         """
         return await self._reader.list(shard, status, limit)
 
+    async def recent(self, shards: Sequence[str], status: TaskStatus | str | None = None,
+                     task_type: str | None = None, limit: int = 100) -> tuple[builtins.list[Task], int]:
+        """The newest ``limit`` tasks of ``shards`` (only of ``status``/``task_type``
+        when given), newest first, and the number of tasks the shards hold. Cost: one
+        LIST per 1,000 tasks, GETs from the newest down until ``limit`` match.
+
+        Raises:
+            ValidationError: unknown shard or status, bad task type or limit.
+        """
+        v.int_in_range(limit, "limit", 1, 100_000)
+        if task_type is not None:
+            v.task_type(task_type)
+        try:
+            want = None if status is None else TaskStatus(status)
+        except ValueError:
+            raise ValidationError("status", f"must be one of {[x.value for x in TaskStatus]}, got {status!r}") from None
+        return await self._reader.recent(builtins.list(shards), want, task_type, limit)
+
     async def list_ready(self, shard: str, limit: int = 100) -> builtins.list[str]:
         """Ids of the tasks in ``shard`` that are due now, earliest due first, from the
         ready index alone (LIST only, no GETs). A task stays in the index while its

@@ -125,3 +125,21 @@ def test_status_cancel_replay_archive_delete_wait(run) -> None:  # type: ignore[
     r = CliRunner().invoke(cli, ["--local-dir", str(run.store), "delete", ids[2]], input="n\n")
     assert r.exit_code == 1 and run("status", ids[2]).exit_code == 0  # not confirmed: kept
     assert run("status", "nope").exit_code == 2
+
+
+def test_list_is_newest_first_filters_by_type_and_says_how_many(run) -> None:  # type: ignore[no-untyped-def]
+    ids = [run("submit", "a" if i % 2 else "b", str(i)).output.strip() for i in range(5)]
+    r = run("list", "--limit", "2")
+    lines = r.output.splitlines()
+    assert r.exit_code == 0 and ids[4] in lines[1] and ids[3] in lines[2]  # header, then rows
+    assert lines[-1].startswith("showing 2 of 5 tasks in 4 shard(s), newest first")
+    r = run("list", "-t", "a", "--json")
+    import json as _json
+    assert [_json.loads(x)["id"] for x in r.output.splitlines()] == [ids[3], ids[1]]
+    assert run("list", "--shard", "9").exit_code == 2
+
+
+@pytest.mark.parametrize("shell,marker", [("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete --no-files")])
+def test_completions_print_a_script_without_any_store(shell: str, marker: str) -> None:
+    r = CliRunner().invoke(cli, ["completions", shell], env={"S3_BUCKET": "", "BUQUET_LOCAL_DIR": ""})
+    assert r.exit_code == 0 and marker in r.output and "_BUQUET_COMPLETE" in r.output

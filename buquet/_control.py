@@ -124,16 +124,11 @@ class TaskControl:
         per 1,000 markers per shard, then the cost of :meth:`cancel` per task."""
         ids: dict[str, None] = {}
         for shard in self.protocol.shards:
-            start_after: str | None = None
-            while True:
-                page = await self.protocol.store.list(self.layout.ready_prefix(shard), start_after=start_after, limit=1000)
+            async for page in self.protocol.store.scan(self.layout.ready_prefix(shard)):
                 for info in page:
                     m = self.layout.parse_ready(info.key)
                     if m is not None and m.task_type == task_type:
                         ids.setdefault(m.task_id, None)
-                if len(page) < 1000:
-                    break
-                start_after = page[-1].key
         result = CancelByTypeResult()
         outcomes = await self._bulk(list(ids), lambda tid: self.cancel(tid, reason, cancelled_by))
         for tid, outcome in zip(ids, outcomes):
@@ -300,9 +295,7 @@ class TaskControl:
         task (plus one LIST of its payloads)."""
         deleted = 0
         for shard in self.protocol.shards:
-            start_after: str | None = None
-            while True:
-                page = await self.protocol.store.list(self.layout.tasks_prefix(shard), start_after=start_after, limit=1000)
+            async for page in self.protocol.store.scan(self.layout.tasks_prefix(shard)):
                 for info in page:
                     parsed = self.layout.parse_task(info.key)
                     if parsed is None or (older_than is not None and info.last_modified >= older_than):
@@ -325,7 +318,4 @@ class TaskControl:
                         deleted += 1
                     except (TaskNotFound, TaskStateError):
                         continue  # changed meanwhile
-                if len(page) < 1000:
-                    break
-                start_after = page[-1].key
         return deleted

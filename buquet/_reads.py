@@ -95,20 +95,26 @@ class TaskReader:
             if not page:
                 break
             start_after = page[-1].key
-            for obj in await self.store.get_many([i.key for i in page]):
-                if obj is None:
-                    continue
-                try:
-                    task = decode_task(obj.data, obj.info.key)[0]
-                except CorruptObject as exc:
-                    log.error("list: skipping %s", exc)
-                    continue
+            for task in await self.read_tasks([i.key for i in page]):
                 if want is None or task.status == want:
                     out.append(task)
                     if len(out) >= limit:
                         break
             if len(page) < 1000:
                 break
+        return out
+
+    async def read_tasks(self, keys: builtins.list[str]) -> builtins.list[Task]:
+        """The task objects at ``keys`` (GETs, 16 in flight), in order; missing ones
+        left out, corrupt ones logged and left out."""
+        out: builtins.list[Task] = []
+        for obj in await self.store.get_many(keys):
+            if obj is None:
+                continue
+            try:
+                out.append(decode_task(obj.data, obj.info.key)[0])
+            except CorruptObject as exc:
+                log.error("list: skipping %s", exc)
         return out
 
     async def recent(
@@ -121,27 +127,15 @@ class TaskReader:
         from the newest down, 50 at a time, until ``limit`` match (or all were read)."""
         keys: builtins.list[tuple[str, str]] = []
         for shard in self.protocol.check_shards(shards, "shards"):
-            start_after: str | None = None
-            while True:
-                page = await self.store.list(self.layout.tasks_prefix(shard), start_after=start_after, limit=1000)
+            async for page in self.store.scan(self.layout.tasks_prefix(shard)):
                 for info in page:
                     parsed = self.layout.parse_task(info.key)
                     if parsed is not None:
                         keys.append((parsed[1], info.key))
-                if len(page) < 1000:
-                    break
-                start_after = page[-1].key
         keys.sort(reverse=True)
         out: builtins.list[Task] = []
         for start in range(0, len(keys), 50):
-            for obj in await self.store.get_many([k for _, k in keys[start:start + 50]]):
-                if obj is None:
-                    continue
-                try:
-                    task = decode_task(obj.data, obj.info.key)[0]
-                except CorruptObject as exc:
-                    log.error("list: skipping %s", exc)
-                    continue
+            for task in await self.read_tasks([k for _, k in keys[start:start + 50]]):
                 if (status is None or task.status == status) and (task_type is None or task.task_type == task_type):
                     out.append(task)
             if len(out) >= limit:

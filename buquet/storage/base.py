@@ -20,7 +20,7 @@ import abc
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 from ..errors import ObjectNotFound
 
@@ -125,6 +125,18 @@ class ObjectStore(abc.ABC):
         """List up to ``limit`` objects whose key starts with ``prefix``, in ascending
         key order, strictly after ``start_after``. One S3 LIST request per 1,000 keys.
         Raises StorageError."""
+
+    async def scan(self, prefix: str, page_size: int = 1000) -> AsyncIterator[list[ObjectInfo]]:
+        """Every object under ``prefix``, in key order, one page (one LIST) at a time.
+        Raises StorageError."""
+        start_after: str | None = None
+        while True:
+            page = await self.list(prefix, start_after=start_after, limit=page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            start_after = page[-1].key
 
     async def get_many(self, keys: Sequence[str], concurrency: int = 16) -> list[StoredObject | None]:
         """GET each key, ``concurrency`` requests in flight; ``None`` for a missing key.

@@ -18,7 +18,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from .construct import BuquetQueue, retention
+from .construct import BuquetQueue
 from .policies import (
     client_statements,
     conditional_write_statement,
@@ -74,9 +74,6 @@ class BuquetStack(cdk.Stack):
         self.worker_policy = self.queue.worker_policy
         self.code_bundle = self.queue.code_bundle
 
-
-#: kept for code that imported it from here
-_retention = retention
 
 __all__ = [
     "BuquetStack",

@@ -7,11 +7,14 @@ Configuration comes from flags or the same environment variables as
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 import logging
+import math
 import os
+import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,7 +26,7 @@ from .cli_schedules import schedule_group, scheduler_command
 from .cli_tasks import COMMANDS as TASK_COMMANDS
 from .models import Task, TaskStatus
 from .queue import validate_submit
-from .worker import WorkerRunOptions
+from .worker import Worker, WorkerRunOptions
 
 
 def _task_json(task: Task) -> str:
@@ -49,6 +52,34 @@ def cli(ctx: click.Context, bucket: str | None, endpoint: str | None, region: st
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = {"bucket": bucket, "endpoint": endpoint, "region": region, "local_dir": local_dir, "prefix": prefix}
+
+
+class _EarlyStop:
+    """SIGTERM/SIGINT handlers for the window before ``Worker.run`` installs its own:
+    a signal then asks the worker to stop as soon as it exists (``run`` returns at once,
+    nothing claimed, exit status 0) instead of killing the process mid-import."""
+
+    def __init__(self) -> None:
+        self._signalled = False
+        self._stop: Callable[[], None] | None = None
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self._signalled = True
+        if self._stop is not None:
+            self._stop()
+
+    def attach(self, worker: Worker) -> None:
+        """Route a signal that arrives from now on (until ``run`` takes over) to ``worker``."""
+        loop = asyncio.get_running_loop()
+        self._stop = lambda: loop.call_soon_threadsafe(worker.stop)
+        if self._signalled:
+            worker.stop()
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _load_worker(spec: str) -> Any:
@@ -89,6 +120,10 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
     called inside the worker's event loop. Its queue comes from your code; the global
     flags are not used for it.
     """
+    # A SIGTERM/SIGINT that arrives while the app is still being imported or built means
+    # "stop before starting": a clean exit 0 once the Worker exists. Worker.run then installs
+    # its own handlers for the graceful drain.
+    early = _EarlyStop()
     source = _load_worker(worker_spec)
     opts = WorkerRunOptions(
         poll_interval_ms=poll_interval_ms, max_poll_interval_ms=max(max_poll_interval_ms, poll_interval_ms),
@@ -104,7 +139,11 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
 
         # a factory runs in the loop the worker runs in: its Queue's connections belong to it
         w = await build_worker(source, name="WORKER")
-        await w.run(opts)
+        early.attach(w)
+        try:
+            await w.run(opts)
+        finally:
+            early.restore()
 
     run_async(go())
 

@@ -53,3 +53,12 @@ async def make_worker_with_hang() -> Worker:
         time.sleep(120)
 
     return worker
+
+
+async def make_worker_slowly() -> Worker:
+    """:func:`make_worker` that first announces ``E2E_BUILDING`` and waits for the file
+    ``E2E_GO`` to exist: a worker still starting up when a signal arrives."""
+    Path(os.environ["E2E_BUILDING"]).write_text(str(os.getpid()))
+    while not Path(os.environ["E2E_GO"]).exists():
+        await asyncio.sleep(0.02)
+    return await make_worker()

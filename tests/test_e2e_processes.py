@@ -159,3 +159,34 @@ async def test_sigterm_finishes_nothing_half_way_and_releases_the_task(tmp_path:
     assert t is not None and t.status == TaskStatus.Pending and t.attempt == 0
     assert "released" in (t.last_error or "")
     assert await queue.list_ready(t.shard) == [task.id]
+
+
+@pytest.mark.e2e
+async def test_sigterm_while_the_worker_is_starting_is_a_clean_exit_that_claims_nothing(tmp_path: Path) -> None:
+    # a SIGTERM that lands while the app is still being built must not kill the process
+    # with the interpreter's default action (status -15): the worker stops before its
+    # first claim and exits 0
+    queue = await connect(local_dir=str(tmp_path / "bucket"))
+    task = await queue.submit("record", {"n": 1})
+    building, go = tmp_path / "building", tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "buquet", "worker", "tests.e2e_app:make_worker_slowly", "--poll-interval-ms", "50"],
+        cwd=ROOT, env={**os.environ, "BUQUET_LOCAL_DIR": str(tmp_path / "bucket"), "PYTHONPATH": str(ROOT),
+                       "E2E_BUILDING": str(building), "E2E_GO": str(go)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not building.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert loop.time() < deadline, "the worker never started building"
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        go.write_text("")
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t = await queue.get(task.id)
+    assert t is not None and t.status == TaskStatus.Pending and t.attempt == 0

@@ -237,7 +237,15 @@ class Fleet:
         w.killed_at = time.time()
 
     def stop_all(self) -> None:
+        """SIGTERM every live worker once it is up (a replacement spawned a moment ago may
+        still be importing: the interpreter's default action would then be the status we
+        read, not buquet's), and record each exit status."""
         live = self.live()
+        ready_dir = self.log_dir / "ready"
+        deadline = time.time() + 60
+        while time.time() < deadline and not all((ready_dir / w.wid).exists() or w.proc.poll() is not None
+                                                 for w in live):
+            time.sleep(0.05)
         for w in live:
             w.proc.send_signal(signal.SIGTERM)
         for w in live:

@@ -32,6 +32,7 @@ from .context import TaskContext
 from .typing import JsonSchemaObject, TaskSchema
 from .models import RetryPolicy, Task, TaskStatus
 from .monitor import Monitor
+from .polling import PollingStrategy, ShardLeaseConfig
 from .queue import Queue, connect
 from .scheduler import Scheduler, tick_once
 from .schedules import CatchUp, Schedule, ScheduleLastRun
@@ -55,6 +56,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "PermanentError",
+    "PollingStrategy",
     "PreconditionFailed",
     "Queue",
     "RescheduleError",
@@ -66,6 +68,7 @@ __all__ = [
     "ScheduleNotFound",
     "Scheduler",
     "SchemaValidationError",
+    "ShardLeaseConfig",
     "StorageError",
     "Task",
     "TaskContext",

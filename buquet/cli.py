@@ -129,7 +129,7 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
         poll_interval_ms=poll_interval_ms, max_poll_interval_ms=max(max_poll_interval_ms, poll_interval_ms),
         max_concurrency=concurrency, lease_seconds=lease_seconds,
         with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
-        monitor_interval_seconds=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
+        monitor_check_interval_s=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
         with_scheduler=with_scheduler,
     )
     logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))

@@ -50,6 +50,17 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_MONITOR_INTERVAL_SECONDS = 10.0
 DEFAULT_SCHEDULER_INTERVAL_SECONDS = 10.0
+#: a worker re-writes its registration object (``workers/<worker_id>.json``) this often
+DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 10.0
+#: a registration not refreshed for this long means the worker is gone
+DEFAULT_WORKER_HEALTH_THRESHOLD_SECONDS = 60.0
+#: the monitor's task-object sweep (retention, index repair): period and page size
+DEFAULT_SWEEP_INTERVAL_SECONDS = 300.0
+DEFAULT_SWEEP_PAGE_SIZE = 1000
+#: shard leases (ShardLeaseConfig)
+DEFAULT_SHARDS_PER_WORKER = 16
+DEFAULT_SHARD_LEASE_TTL_SECONDS = 30
+DEFAULT_SHARD_LEASE_RENEWAL_SECONDS = 10
 #: serverless defaults (Lambda handlers and the CDK app)
 DEFAULT_SAFETY_MARGIN_SECONDS = 10.0
 DEFAULT_WAIT_FOR_DUE_SECONDS = 5.0

@@ -15,7 +15,7 @@ import logging
 import random
 import signal
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Sequence
 
@@ -31,6 +31,7 @@ from ._time import to_ms
 from .errors import ValidationError
 from .invocation import InvocationResult, run_invocation
 from .monitor import Monitor
+from .polling import PollingStrategy, ShardLeaseConfig
 from .queue import Queue
 
 log = logging.getLogger("buquet.worker")
@@ -41,27 +42,45 @@ _ONE_SECOND = timedelta(seconds=1)
 class WorkerRunOptions:
     """How :meth:`Worker.run` behaves.
 
+    The first fourteen fields are buquet 0.1.0's, in its positional order; the rest are
+    keyword-only. Every attribute can be read and assigned.
+
     Attributes:
-        poll_interval_ms: pause after a poll that found nothing, milliseconds; it
-            doubles after each further empty poll, up to ``max_poll_interval_ms``
-            (adaptive idle backoff), and drops back when work turns up.
-        with_scheduler: also fire due cron schedules (:class:`~buquet.Scheduler`) in this
-            process; any number of processes may do so, each slot still fires once.
-        scheduler_interval_seconds: longest pause between scheduler ticks (it also
-            wakes at the next due slot).
+        polling: the pause between empty polls (:class:`~buquet.PollingStrategy`).
+            ``None``: adaptive from ``poll_interval_ms`` up to ``max_poll_interval_ms``,
+            doubling after each further empty poll (buquet 0.1.0 used a fixed 1,000 ms).
+            After a poll that claimed work the worker polls again at once.
+        poll_interval_ms: with ``polling=None``, the first pause after an empty poll,
+            milliseconds.
+        max_tasks: stop after finishing this many tasks (``None`` = no limit, ``0`` =
+            return at once).
+        heartbeat_interval_s: how often the worker refreshes its registration object
+            (``workers/<worker_id>.json``, seen by ``buquet workers`` and the dashboard),
+            seconds. One PUT per interval.
         with_monitor: also run lease recovery (:class:`~buquet.Monitor`) for this
-            worker's shards, every ``monitor_interval_seconds``.
+            worker's shards.
+        monitor_check_interval_s: period of the built-in monitor's lease-recovery
+            check, seconds (buquet 0.1.0: 30).
+        monitor_worker_health_threshold_s: a worker registration older than this many
+            seconds counts as gone.
+        monitor_sweep_interval_s: period of the monitor's task-object sweep (retention
+            with ``retention_days``), seconds; ``0`` turns it off.
+        monitor_sweep_page_size: task objects the sweep lists per shard per run.
+        shard_lease_config: shard leasing (:class:`~buquet.ShardLeaseConfig`); when
+            set it wins over the four ``shard_leasing_*`` fields below.
+        shard_leasing_enabled: legacy form of ``shard_lease_config``: leasing on.
+        shard_leasing_shards_per_worker: legacy: most shards one worker holds.
+        shard_leasing_ttl_s: legacy: shard lease lifetime, seconds.
+        shard_leasing_renewal_interval_s: legacy: renewal period, seconds.
         max_concurrency: tasks in flight at once in this worker (≥ 1).
-        max_poll_interval_ms: cap of the idle backoff, milliseconds.
+        max_poll_interval_ms: with ``polling=None``, cap of the idle backoff, milliseconds.
         lease_seconds: visibility timeout of a claim. The worker renews it every
             ``lease_seconds / 3`` while the handler runs; if the worker dies, the task
             can be claimed again once it lapses.
         shutdown_grace_seconds: on stop (SIGTERM/SIGINT or :meth:`Worker.stop`), how
             long in-flight handlers may still run before they are cancelled and their
             tasks released back to Pending (not counted as an attempt).
-        monitor_interval_seconds: period of the built-in monitor.
         handle_signals: install SIGTERM/SIGINT handlers (main thread only).
-        max_tasks: stop after finishing this many tasks (``None`` = no limit).
         exit_when_idle: stop once a poll of every shard finds nothing and no task is
             in flight (batch jobs, tests).
         idle_horizon_ms: with ``exit_when_idle``, tasks of a handled type coming due
@@ -70,20 +89,35 @@ class WorkerRunOptions:
             by up to a second about whether a just-submitted task is due yet.
         delete_flush_ms: index deletions are batched into one DeleteObjects request per
             this many milliseconds (at most 1,000 keys each).
+        with_scheduler: also fire due cron schedules (:class:`~buquet.Scheduler`) in this
+            process; any number of processes may do so, each slot still fires once.
+        scheduler_interval_seconds: longest pause between scheduler ticks (it also
+            wakes at the next due slot).
         retention_days: with ``with_monitor``, the built-in monitor deletes final tasks
             not changed for this many days (see :class:`~buquet.Monitor`); ``None``
             keeps them.
     """
 
+    polling: PollingStrategy | None = None
     poll_interval_ms: int = cfg.DEFAULT_POLL_INTERVAL_MS
+    max_tasks: int | None = None
+    heartbeat_interval_s: float = cfg.DEFAULT_HEARTBEAT_INTERVAL_SECONDS
     with_monitor: bool = True
+    monitor_check_interval_s: float = cfg.DEFAULT_MONITOR_INTERVAL_SECONDS
+    monitor_worker_health_threshold_s: float = cfg.DEFAULT_WORKER_HEALTH_THRESHOLD_SECONDS
+    monitor_sweep_interval_s: float = cfg.DEFAULT_SWEEP_INTERVAL_SECONDS
+    monitor_sweep_page_size: int = cfg.DEFAULT_SWEEP_PAGE_SIZE
+    shard_lease_config: ShardLeaseConfig | None = None
+    shard_leasing_enabled: bool = False
+    shard_leasing_shards_per_worker: int = cfg.DEFAULT_SHARDS_PER_WORKER
+    shard_leasing_ttl_s: int = cfg.DEFAULT_SHARD_LEASE_TTL_SECONDS
+    shard_leasing_renewal_interval_s: int = cfg.DEFAULT_SHARD_LEASE_RENEWAL_SECONDS
+    _: KW_ONLY
     max_concurrency: int = cfg.DEFAULT_MAX_CONCURRENCY
     max_poll_interval_ms: int = cfg.DEFAULT_MAX_POLL_INTERVAL_MS
     lease_seconds: float = cfg.DEFAULT_LEASE_SECONDS
     shutdown_grace_seconds: float = cfg.DEFAULT_SHUTDOWN_GRACE_SECONDS
-    monitor_interval_seconds: float = cfg.DEFAULT_MONITOR_INTERVAL_SECONDS
     handle_signals: bool = True
-    max_tasks: int | None = None
     exit_when_idle: bool = False
     delete_flush_ms: int = 100
     idle_horizon_ms: int = 2000
@@ -91,22 +125,49 @@ class WorkerRunOptions:
     scheduler_interval_seconds: float = cfg.DEFAULT_SCHEDULER_INTERVAL_SECONDS
     retention_days: float | None = None
 
+    def polling_strategy(self) -> PollingStrategy:
+        """``polling``, or the adaptive default built from ``poll_interval_ms`` and
+        ``max_poll_interval_ms``."""
+        if self.polling is not None:
+            return self.polling
+        return PollingStrategy.adaptive(self.poll_interval_ms, max(self.max_poll_interval_ms, self.poll_interval_ms))
+
+    def shard_leasing(self) -> ShardLeaseConfig:
+        """``shard_lease_config``, or the one the legacy ``shard_leasing_*`` fields describe."""
+        if self.shard_lease_config is not None:
+            return self.shard_lease_config
+        if not self.shard_leasing_enabled:
+            return ShardLeaseConfig.disabled()
+        return ShardLeaseConfig.custom(self.shard_leasing_shards_per_worker, self.shard_leasing_ttl_s,
+                                       self.shard_leasing_renewal_interval_s)
+
     def validate(self) -> None:
         """Raise ValidationError naming the first bad field (NaN and ±inf are
-        rejected for every number)."""
+        rejected for every number; shard leasing: zeros, or renewal ≥ TTL)."""
+        if self.polling is not None and not isinstance(self.polling, PollingStrategy):
+            raise ValidationError("polling", f"must be a PollingStrategy (PollingStrategy.fixed() or .adaptive()), "
+                                  f"got {type(self.polling).__name__}")
         v.int_in_range(self.poll_interval_ms, "poll_interval_ms", 1, 3_600_000)
-        v.int_in_range(self.max_poll_interval_ms, "max_poll_interval_ms", self.poll_interval_ms, 3_600_000)
+        v.int_in_range(self.max_poll_interval_ms, "max_poll_interval_ms", 1, 3_600_000)
         v.int_in_range(self.max_concurrency, "max_concurrency", 1, 10_000)
         v.int_in_range(self.delete_flush_ms, "delete_flush_ms", 0, 60_000)
         v.int_in_range(self.idle_horizon_ms, "idle_horizon_ms", 0, 3_600_000)
+        v.int_in_range(self.monitor_sweep_page_size, "monitor_sweep_page_size", 1, 1000)
         cfg.finite_number(self.lease_seconds, "lease_seconds", 1, 12 * 3600)
         cfg.finite_number(self.shutdown_grace_seconds, "shutdown_grace_seconds", 0, 24 * 3600)
-        cfg.finite_number(self.monitor_interval_seconds, "monitor_interval_seconds", 0.01, 24 * 3600)
+        cfg.finite_number(self.heartbeat_interval_s, "heartbeat_interval_s", 0.1, 24 * 3600)
+        cfg.finite_number(self.monitor_check_interval_s, "monitor_check_interval_s", 0.01, 24 * 3600)
+        cfg.finite_number(self.monitor_worker_health_threshold_s, "monitor_worker_health_threshold_s", 0.1, 7 * 24 * 3600)
+        cfg.finite_number(self.monitor_sweep_interval_s, "monitor_sweep_interval_s", 0, 7 * 24 * 3600)
         cfg.finite_number(self.scheduler_interval_seconds, "scheduler_interval_seconds", 0.01, 24 * 3600)
         if self.max_tasks is not None:
             v.int_in_range(self.max_tasks, "max_tasks", 0, 10**12)
         if self.retention_days is not None:
             cfg.finite_number(self.retention_days, "retention_days", 0.001, 36500)
+        if self.shard_lease_config is not None and not isinstance(self.shard_lease_config, ShardLeaseConfig):
+            raise ValidationError("shard_lease_config", "must be a ShardLeaseConfig (ShardLeaseConfig.enabled(), "
+                                  f".disabled() or .custom(...)), got {type(self.shard_lease_config).__name__}")
+        self.shard_leasing().validate()
 
 
 class Worker:
@@ -248,7 +309,7 @@ class Worker:
         background: list[asyncio.Task[None]] = []
         if opts.with_monitor:
             monitor = Monitor(self.queue, self.shards, retention_days=opts.retention_days)
-            background.append(asyncio.create_task(monitor.run(opts.monitor_interval_seconds, self._stop), name="buquet-monitor"))
+            background.append(asyncio.create_task(monitor.run(opts.monitor_check_interval_s, self._stop), name="buquet-monitor"))
         if opts.with_scheduler:
             from .scheduler import Scheduler
 
@@ -337,7 +398,7 @@ class Worker:
         return self._remaining() - self._margin_seconds
 
     async def _poll_loop(self, opts: WorkerRunOptions, runner: AttemptRunner) -> None:
-        interval_ms = opts.poll_interval_ms
+        pacer = opts.polling_strategy().pacer(self._rng)
         while not self._stop.is_set():
             time_left = self._time_left()
             if time_left is not None and time_left < 1:
@@ -362,14 +423,12 @@ class Worker:
             else:
                 self._poll_errors.recovered()
             if started or initial_round:
-                interval_ms = opts.poll_interval_ms
+                pacer.found_work()
                 continue
             if opts.exit_when_idle and not self._inflight and not self._poller.near_due and self._poller.scan_complete:
                 return
-            if await self._sleep_or_wake(interval_ms / 1000):
-                interval_ms = min(opts.max_poll_interval_ms, interval_ms * 2)
-            else:
-                interval_ms = opts.poll_interval_ms  # a slot came free: poll at the base rate
+            if not await self._sleep_or_wake(pacer.next_pause_seconds()):
+                pacer.found_work()  # a slot came free: poll at the base rate
 
     async def _wait_inflight_or_stop(self) -> None:
         stop_wait = asyncio.ensure_future(self._stop.wait())

@@ -109,7 +109,7 @@ def test_retry_policy_never_overflows_and_rejects_absurd_values() -> None:
             RetryPolicy(**bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("field", ["lease_seconds", "shutdown_grace_seconds", "monitor_interval_seconds",
+@pytest.mark.parametrize("field", ["lease_seconds", "shutdown_grace_seconds", "monitor_check_interval_s",
                                    "scheduler_interval_seconds"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_worker_options_reject_non_finite_numbers(field: str, value: float) -> None:

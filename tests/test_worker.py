@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from buquet import (
+    PollingStrategy,
     LeaseLost,
     MemoryStore,
     Monitor,
@@ -450,8 +451,25 @@ async def test_idle_polling_backs_off_and_resets_when_work_appears(queue: Queue,
 
     monkeypatch.setattr(worker, "_sleep_or_wake", fake_pause)
     await worker.run(WorkerRunOptions(poll_interval_ms=100, max_poll_interval_ms=800, with_monitor=False, handle_signals=False))
-    assert pauses == [0.1, 0.2, 0.4, 0.8, 0.8, 0.1, 0.2]
-    assert worker.stats["completed"] == 1
+    expected = [0.1, 0.2, 0.4, 0.8, 0.8, 0.1, 0.2]  # each jittered ±10 %
+    assert len(pauses) == len(expected)
+    assert all(0.9 * e <= p <= 1.1 * e for p, e in zip(pauses, expected)), pauses
+
+
+async def test_a_fixed_polling_strategy_pauses_the_same_after_every_empty_poll(queue: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = make_worker(queue)
+    worker.task("t")(lambda _: None)
+    pauses: list[float] = []
+
+    async def fake_pause(seconds: float) -> bool:
+        pauses.append(seconds)
+        if len(pauses) == 4:
+            worker.stop()
+        return True
+
+    monkeypatch.setattr(worker, "_sleep_or_wake", fake_pause)
+    await worker.run(WorkerRunOptions(PollingStrategy.fixed(250), with_monitor=False, handle_signals=False))
+    assert len(pauses) == 4 and all(0.225 <= p <= 0.275 for p in pauses), pauses
 
 
 async def test_a_deep_backlog_of_other_types_is_scanned_across_polls(clock: FakeClock) -> None:

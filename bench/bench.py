@@ -134,14 +134,18 @@ async def _worker_async(cfg: dict[str, Any], idx: int, go: Any, stop: Any, compl
         return {"t": t}
 
     kwargs: dict[str, Any] = {
-        "poll_interval_ms": cfg["poll_ms"],
-        "max_poll_interval_ms": cfg["max_poll_ms"],
         "exit_when_idle": False,
         "handle_signals": False,
         "with_monitor": cfg["monitor"],
     }
     if cfg.get("concurrency"):
         kwargs["max_concurrency"] = cfg["concurrency"]
+    if cfg.get("poll_ms"):
+        kwargs["poll_interval_ms"] = cfg["poll_ms"]
+    if cfg.get("max_poll_ms"):
+        kwargs["max_poll_interval_ms"] = cfg["max_poll_ms"]
+    if cfg.get("leasing"):
+        kwargs["shard_lease_config"] = buquet.ShardLeaseConfig.enabled()
     opts = WorkerRunOptions(**kwargs)
     await q.time()  # the server-clock estimate every timestamp of this process uses
     counts0 = dict(q.store.request_counts)
@@ -305,6 +309,7 @@ def _worker_cfg(args: argparse.Namespace, endpoint: str, bucket: str) -> dict[st
         "max_poll_ms": args.max_poll_ms,
         "concurrency": args.concurrency,
         "monitor": not args.no_monitor,
+        "leasing": getattr(args, "leasing_now", False),
     }
 
 
@@ -399,6 +404,7 @@ def run_throughput(args: argparse.Namespace, endpoint: str, k: int, *, count_end
         "clock_offset_ms_workers": [r["clock_offset_ms"] for r in results],
         "worker_options": results[0]["options"],
         "per_worker_tasks": [len(r["starts"]) for r in results],
+        "lost_claims_per_task": stats.get("claim_conflicts", 0) / n,
     }
     if wire_submit and wire_work:
         ops: dict[str, int] = {}
@@ -463,6 +469,51 @@ def run_latency(args: argparse.Namespace, endpoint: str, k: int) -> dict[str, An
     }
 
 
+def run_idle(args: argparse.Namespace, endpoint: str, k: int) -> dict[str, Any]:
+    """Requests of k workers with nothing to do, over ``--idle-seconds`` (after a
+    warm-up of 10 s, so the adaptive backoff has reached its cap)."""
+    bucket = f"bench-idle-{uuid.uuid4().hex[:10]}"
+    _prepare_bucket(endpoint, bucket, args.versioned)
+    cfg = _worker_cfg(args, endpoint, bucket)
+    pool = WorkerPool(cfg, k)
+    try:
+        pool.go.set()
+        time.sleep(10 + args.idle_seconds)
+        pool.stop.set()
+        results = pool.collect()
+    finally:
+        pool.kill()
+        if not args.keep_buckets:
+            _infra.delete_bucket(endpoint, bucket)
+    req: dict[str, int] = {}
+    for r in results:
+        _add(req, r["requests"])
+    run_s = max(r["run_end"] for r in results) - min(r["run_start"] for r in results)
+    return {"workers": k, "seconds": run_s, "lists_per_s": req.get("list", 0) / run_s,
+            "requests_per_s": sum(req.values()) / run_s, "requests_by_op": req}
+
+
+def scenario_name(k: int, leasing: bool) -> str:
+    """The table's name for k workers with or without shard leases."""
+    return f"ours {k} worker{'s' if k > 1 else ''}{' + leases' if leasing else ''}"
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float]:
+    """Issue 11's targets as ratios of this run's medians (several workers vs one)."""
+    out: dict[str, float] = {}
+    one = report["summary"].get("ours 1 worker")
+    if not one:
+        return out
+    for name, s in report["summary"].items():
+        if not name.startswith("ours ") or name == "ours 1 worker":
+            continue
+        if s.get("tasks_per_s_claim_to_done") and one.get("tasks_per_s_claim_to_done"):
+            out[f"{name}: tasks/s vs 1 worker"] = s["tasks_per_s_claim_to_done"] / one["tasks_per_s_claim_to_done"]
+        if s.get("requests_per_task") and one.get("requests_per_task"):
+            out[f"{name}: req/task vs 1 worker"] = s["requests_per_task"] / one["requests_per_task"]
+    return out
+
+
 # ============================================================== output
 def _median(rows: list[dict[str, Any]], key: str) -> Any:
     vals = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
@@ -473,7 +524,7 @@ MEDIAN_KEYS = [
     "submits_per_s", "tasks_per_s_claim_to_done", "tasks_per_s_submit_to_done",
     "requests_per_task", "requests_per_task_no_list", "worker_cpu_ms_per_task",
     "submitter_cpu_ms_per_task", "worker_maxrss_mb", "server_cpu_ms_per_task_work",
-    "other_cpu_ms_per_task_work",
+    "other_cpu_ms_per_task_work", "lost_claims_per_task",
 ]
 LAT_KEYS = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_max", "submit_call_ms_p50", "worker_lists_per_s"]
 
@@ -494,9 +545,9 @@ def _fmt(v: Any) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     cfg = report["config"]
-    print(f"\nbuquet bench — endpoint {cfg['endpoint']}, {cfg['tasks']} no-op tasks, mode {cfg['mode']}, "
+    print(f"\nbuquet bench, {report.get('date', '')} — endpoint {cfg['endpoint']}, {cfg['tasks']} no-op tasks, mode {cfg['mode']}, "
           f"{cfg['repeat']} run(s) each (medians), submit concurrency {cfg['submit_concurrency']}, "
-          f"poll {cfg['poll_ms']} ms (adaptive up to {cfg['max_poll_ms']} ms), "
+          f"poll {cfg['poll_ms'] or 'default'} ms (adaptive up to {cfg['max_poll_ms'] or 'default'} ms), "
           f"max_concurrency {cfg['concurrency'] or 'default'}, monitor {'on' if cfg['monitor'] else 'off'}"
           f"{', versioned bucket' if cfg['versioned'] else ''}")
     cols = [("scenario", None)] + [(k, k) for k in MEDIAN_KEYS]
@@ -507,6 +558,7 @@ def print_report(report: dict[str, Any]) -> None:
         "submitter_cpu_ms_per_task": "submit CPU ms/task", "worker_maxrss_mb": "worker peak RSS MB",
         "server_cpu_ms_per_task_work": "server CPU ms/task (work)",
         "other_cpu_ms_per_task_work": "other procs CPU ms/task",
+        "lost_claims_per_task": "lost claims/task",
     }
     rows = []
     for name, s in report["summary"].items():
@@ -539,14 +591,29 @@ def print_report(report: dict[str, Any]) -> None:
         odd = {k: v for k, v in codes.items() if not k.endswith((" 200", " 204"))}
         if odd:
             print(f"  non-2xx answers: {odd}")
+    if report.get("ratios"):
+        print("\nratios (medians of this run; targets: tasks/s ≥ 1.00, req/task ≤ 1.05):")
+        for k, v in report["ratios"].items():
+            print(f"  {k}: {v:.2f}")
+    if report.get("idle"):
+        print("\nidle (no tasks; after 10 s of warm-up):")
+        for name, r in report["idle"].items():
+            print(f"  {name}: {r['lists_per_s']:.2f} LIST/s, {r['requests_per_s']:.2f} requests/s in all "
+                  f"({', '.join(f'{op} {c}' for op, c in sorted(r['requests_by_op'].items()))} in {r['seconds']:.0f} s)")
+    for name, runs in report.get("peer_latency", {}).items():
+        p50 = statistics.median(r["latency_ms_p50"] for r in runs)
+        p99 = statistics.median(r["latency_ms_p99"] for r in runs)
+        cmds = statistics.median(r["commands_per_task"] for r in runs)
+        print(f"\n{name}: latency p50 {p50:.0f} ms, p99 {p99:.0f} ms (medians of {len(runs)}); "
+              f"{cmds:.1f} Redis commands per task (not S3 requests); settings: {runs[0].get('settings')}")
     if report.get("latency"):
         print("\nsubmit→start latency (handler start − time before submit(); tasks submitted one at a time):")
         for name, s in report["latency_summary"].items():
             r0 = report["latency"][name][0]
-            print(f"  {name}: {r0['tasks']} tasks at {r0['rate_per_s']}/s, poll {r0['poll_ms']} ms → max {r0['max_poll_ms']} ms: "
+            print(f"  {name}: {r0['tasks']} tasks at {r0['rate_per_s']}/s, poll {r0['poll_ms'] or 'default'} ms → max {r0['max_poll_ms'] or 'default'} ms: "
                   f"p50 {s['latency_ms_p50']:.0f} ms, p90 {s['latency_ms_p90']:.0f} ms, p99 {s['latency_ms_p99']:.0f} ms, "
                   f"max {s['latency_ms_max']:.0f} ms; submit() call p50 {s['submit_call_ms_p50']:.1f} ms; "
-                  f"idle LISTs {s['worker_lists_per_s']:.1f}/s (all workers)")
+                  f"LISTs {s['worker_lists_per_s']:.1f}/s while tasks arrive (all workers)")
             for i, r in enumerate(report["latency"][name]):
                 print(f"    run {i + 1}: p50 {r['latency_ms_p50']:.0f} ms, p99 {r['latency_ms_p99']:.0f} ms; server-clock estimate "
                       f"(server−local, ms) submitter {_fmt(r['clock_offset_ms_submitter'])}, workers "
@@ -560,8 +627,12 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=1000, help="tasks per throughput run")
     ap.add_argument("--workers", type=int, default=4, help="the 'several workers' scenario (1 is always run too)")
     ap.add_argument("--concurrency", type=int, default=None, help="WorkerRunOptions.max_concurrency (default: library default)")
-    ap.add_argument("--poll-ms", type=int, default=500, help="WorkerRunOptions.poll_interval_ms")
-    ap.add_argument("--max-poll-ms", type=int, default=5000, help="WorkerRunOptions.max_poll_interval_ms")
+    ap.add_argument("--poll-ms", type=int, default=None, help="WorkerRunOptions.poll_interval_ms (default: the library's)")
+    ap.add_argument("--max-poll-ms", type=int, default=None, help="WorkerRunOptions.max_poll_interval_ms (default: the library's)")
+    ap.add_argument("--leasing", choices=["off", "on", "both"], default="both",
+                    help="shard leases (ShardLeaseConfig.enabled()) in the several-workers scenarios")
+    ap.add_argument("--leasing-one", action="store_true", help="also run 1 worker with leases")
+    ap.add_argument("--idle-seconds", type=float, default=20.0, help="idle phase length (0 skips it)")
     ap.add_argument("--no-monitor", action="store_true", help="WorkerRunOptions.with_monitor=False (both sides)")
     ap.add_argument("--mode", choices=["drain", "pipeline"], default="drain")
     ap.add_argument("--submit-concurrency", type=int, default=16)
@@ -576,6 +647,10 @@ def main() -> None:
     ap.add_argument("--latency-warmup", type=float, default=3.0, help="idle seconds before the latency phase")
     ap.add_argument("--count-wire", action="store_true", help="one extra run per scenario through a counting proxy")
     ap.add_argument("--compare-pypi", action="store_true", help="also run PyPI buquet 0.1.0 (one worker)")
+    ap.add_argument("--compare-redis", action="store_true",
+                    help="also run SAQ and arq on a local Redis (bench/compare_redis.py installs redis-server, saq, arq)")
+    ap.add_argument("--all", action="store_true",
+                    help="the issue-11 table in one go: 1 and 4 workers with and without leases, PyPI 0.1.0, SAQ, arq")
     ap.add_argument("--pypi-polling", default="default", help="PyPI worker polling: default | fixed:MS | adaptive:MIN:MAX")
     ap.add_argument("--pypi-venv", default=None, help="venv for PyPI buquet 0.1.0 (default /tmp/buquet-pypi)")
     ap.add_argument("--timeout", type=float, default=600)
@@ -597,13 +672,29 @@ def main() -> None:
         endpoint = server.endpoint
         print(f"[bench] SeaweedFS at {endpoint} ({type(server).__name__})", file=sys.stderr)
     pypi_python = None
+    if args.all:
+        args.compare_pypi = args.compare_redis = args.leasing_one = True
+        args.leasing = "both"
     if args.compare_pypi:
         import compare_pypi
 
         pypi_python = compare_pypi.ensure_venv(args.pypi_venv or compare_pypi.DEFAULT_VENV)
+    redis_python = None
+    if args.compare_redis:
+        import compare_redis
 
-    scenarios = sorted({1, args.workers})
+        redis_python = compare_redis.ensure_venv()
+
+    scenarios: list[tuple[int, bool]] = [(1, False)]
+    if args.leasing_one:
+        scenarios.append((1, True))
+    if args.workers > 1:
+        if args.leasing in ("off", "both"):
+            scenarios.append((args.workers, False))
+        if args.leasing in ("on", "both"):
+            scenarios.append((args.workers, True))
     report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "config": {
             "endpoint": endpoint, "tasks": args.tasks, "mode": args.mode, "repeat": args.repeat,
             "submit_concurrency": args.submit_concurrency, "poll_ms": args.poll_ms,
@@ -619,8 +710,9 @@ def main() -> None:
     try:
         for rep in range(args.repeat):
             # interleave implementations so drift on the shared machine hits both alike
-            for k in scenarios:
-                name = f"ours {k} worker{'s' if k > 1 else ''}"
+            for k, leasing in scenarios:
+                name = scenario_name(k, leasing)
+                args.leasing_now = leasing
                 print(f"[bench] run {rep + 1}/{args.repeat}: {name}", file=sys.stderr)
                 report["runs"].setdefault(name, []).append(run_throughput(args, endpoint, k))
             if args.compare_pypi:
@@ -633,8 +725,9 @@ def main() -> None:
                                           polling=args.pypi_polling, monitor=not args.no_monitor,
                                           cleanup=not args.keep_buckets, timeout=args.timeout))
         if args.count_wire or args.compare_pypi:
-            for k in scenarios:
-                name = f"ours {k} worker{'s' if k > 1 else ''}"
+            for k, leasing in scenarios:
+                name = scenario_name(k, leasing)
+                args.leasing_now = leasing
                 print(f"[bench] wire-count run: {name}", file=sys.stderr)
                 proxy = CountingProxy(endpoint)
                 try:
@@ -654,6 +747,20 @@ def main() -> None:
                         cleanup=not args.keep_buckets, timeout=args.timeout)
                 except Exception as exc:  # noqa: BLE001
                     print(f"[bench] wire-count run of PyPI 0.1.0 failed: {exc}", file=sys.stderr)
+        if redis_python is not None:
+            import compare_redis
+
+            with compare_redis.start_redis(quiet=True) as rs:
+                for rep in range(args.repeat):
+                    for lib, fn in (("saq", compare_redis.run_saq), ("arq", compare_redis.run_arq)):
+                        name = f"{lib} on Redis, 1 worker"
+                        print(f"[bench] run {rep + 1}/{args.repeat}: {name}", file=sys.stderr)
+                        r = fn(args.tasks, redis_url=rs.url, python=redis_python,
+                               submit_concurrency=args.submit_concurrency,
+                               latency_tasks=args.latency_tasks, latency_rate=args.latency_rate,
+                               server_pid=rs.pid, timeout=args.timeout)
+                        report["runs"].setdefault(name, []).append(r)
+                        report.setdefault("peer_latency", {}).setdefault(name, []).append(r)
         for name, runs in report["runs"].items():
             report["summary"][name] = summarize(runs, MEDIAN_KEYS)
         # PyPI request counts come from the proxy run
@@ -669,14 +776,23 @@ def main() -> None:
         if args.latency_tasks > 0:
             report["latency"] = {}
             report["latency_summary"] = {}
-            for k in scenarios:
-                name = f"ours {k} worker{'s' if k > 1 else ''}"
+            for k, leasing in scenarios:
+                name = scenario_name(k, leasing)
+                args.leasing_now = leasing
                 runs = []
                 for rep in range(args.repeat):
                     print(f"[bench] latency run {rep + 1}/{args.repeat}: {name}", file=sys.stderr)
                     runs.append(run_latency(args, endpoint, k))
                 report["latency"][name] = runs
                 report["latency_summary"][name] = summarize(runs, LAT_KEYS)
+        if args.idle_seconds > 0:
+            report["idle"] = {}
+            for k, leasing in scenarios:
+                name = scenario_name(k, leasing)
+                args.leasing_now = leasing
+                print(f"[bench] idle run: {name}", file=sys.stderr)
+                report["idle"][name] = run_idle(args, endpoint, k)
+        report["ratios"] = ratios(report)
     finally:
         if server is not None:
             server.stop()

@@ -28,6 +28,7 @@ from .errors import (
     ValidationError,
 )
 from ._control import CancelByTypeResult
+from .config import Config, MonitorConfig, WorkerConfig, load_config
 from .context import TaskContext
 from .typing import JsonSchemaObject, TaskSchema
 from .models import RetryPolicy, Task, TaskStatus
@@ -38,6 +39,9 @@ from .scheduler import Scheduler, tick_once
 from .schedules import CatchUp, Schedule, ScheduleLastRun
 from .storage import LocalStore, MemoryStore, ObjectStore
 from .worker import Worker, WorkerRunOptions
+from . import metrics
+from ._registry import WorkerInfo
+from ._stats import QueueStats
 
 __version__ = "0.1.0"
 
@@ -45,6 +49,7 @@ __all__ = [
     "BuquetError",
     "CancelByTypeResult",
     "CatchUp",
+    "Config",
     "ConfigurationError",
     "CorruptObject",
     "IdempotencyConflict",
@@ -53,12 +58,14 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "Monitor",
+    "MonitorConfig",
     "ObjectNotFound",
     "ObjectStore",
     "PermanentError",
     "PollingStrategy",
     "PreconditionFailed",
     "Queue",
+    "QueueStats",
     "RescheduleError",
     "RetryPolicy",
     "RetryableError",
@@ -80,7 +87,11 @@ __all__ = [
     "TaskTimeout",
     "ValidationError",
     "Worker",
+    "WorkerConfig",
+    "WorkerInfo",
     "WorkerRunOptions",
     "connect",
+    "load_config",
+    "metrics",
     "tick_once",
 ]

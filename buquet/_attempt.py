@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
+from . import _telemetry
 from . import _transitions as tr
 from . import _validate as v
 from .config import PAYLOAD_THRESHOLD_BYTES
@@ -187,6 +188,7 @@ class AttemptRunner:
             await self.record(lease, refused)
             return
         ctx = TaskContext(self.protocol, lease) if wants_context(handler) else None
+        started = _telemetry.now()
         call = asyncio.ensure_future(call_handler(handler, payload, ctx))
         try:
             done, _ = await asyncio.wait({call, heartbeat}, timeout=task.timeout_seconds,
@@ -211,6 +213,7 @@ class AttemptRunner:
         # Let a heartbeat write in flight finish (never cancel it mid-write: its ETag is
         # what the outcome's write must be conditioned on).
         await self._end_heartbeat(heartbeat, stop_beats)
+        _telemetry.observe_since("buquet.task.duration_seconds", started, task_type=task.task_type)
         await self.record(lease, outcome)
 
     @staticmethod
@@ -280,6 +283,7 @@ class AttemptRunner:
                 await self.hooks.error(task, error)
                 keys = await self.protocol.fail(lease, error, retryable=False)
                 self.count("failed")
+                _telemetry.attempt_failed(task.task_type, "permanent", final=True)
                 log.error("task %s: handler result is not JSON: %s", task.id, exc)
                 return keys
             output, output_ref = outcome.value, None
@@ -288,6 +292,7 @@ class AttemptRunner:
             keys = await self.protocol.complete(lease, output, output_ref)
             status = lease.task.status.value
             self.count("completed" if status == "completed" else "cancelled")
+            _telemetry.count("buquet.tasks.completed" if status == "completed" else "buquet.tasks.cancelled", task_type=task.task_type)
             log.info("task %s: %s", task.id, status)
             if status == "completed":
                 await self.hooks.success(task)
@@ -296,6 +301,7 @@ class AttemptRunner:
             keys = await self.protocol.reschedule(lease, outcome.value.delay_seconds)
             status = lease.task.status.value
             self.count("rescheduled" if status == "pending" else "failed")
+            _telemetry.rescheduled(task.task_type, outcome.value.delay_seconds, accepted=status == "pending")
             log.info("task %s: rescheduled in %ss; now %s", task.id, outcome.value.delay_seconds, status)
             return keys
         error, retryable, traceback = failure_of(outcome, task.timeout_seconds)
@@ -303,6 +309,8 @@ class AttemptRunner:
         keys = await self.protocol.fail(lease, error, retryable=retryable, traceback=traceback)
         status = lease.task.status.value
         self.count("retried" if status == "pending" else "failed")
+        _telemetry.attempt_failed(task.task_type, "timeout" if outcome.kind == OutcomeKind.TIMED_OUT else
+                                  "retryable" if retryable else "permanent", final=status != "pending")
         log.warning("task %s: attempt %d failed (%s); now %s", task.id, task.attempt, error, status)
         return keys
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Sequence
 
+from . import _telemetry
 from . import _transitions as tr
 from ._codec import Encoded
 from ._ids import check_task_id
@@ -103,6 +104,7 @@ class TaskControl:
             return None
 
         before, after = await self._transition(task_id, allowed, lambda t, now: tr.cancelled(t, now, reason, cancelled_by))
+        _telemetry.count("buquet.tasks.cancelled", task_type=after.task_type)
         await self._drop(before)
         return after
 
@@ -184,6 +186,7 @@ class TaskControl:
             return None
 
         before, after = await self._transition(task_id, allowed, lambda t, now: tr.expired(t, now))
+        _telemetry.count("buquet.tasks.expired", task_type=after.task_type)
         await self._drop(before)
         return after
 
@@ -202,6 +205,7 @@ class TaskControl:
             await self.protocol.put_state(tr.expired(task, now), etag)
         except PreconditionFailed:
             return Recovery.SKIPPED, []  # claimed or changed meanwhile: next sweep decides
+        _telemetry.count("buquet.tasks.expired", task_type=task.task_type)
         return Recovery.FAILED, [entry.key, self.layout.ready_for(task)]
 
     async def archive(self, task_id: str) -> Task | None:

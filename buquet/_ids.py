@@ -70,6 +70,14 @@ def check_task_id(value: Any, field: str = "task_id") -> str:
     )
 
 
+def id_floor(unix_ms: int) -> str:
+    """The first 13 characters of a UUIDv7 task id created at ``unix_ms`` (its 48-bit
+    millisecond time in hex, hyphenated): every id created at or after that time sorts
+    after it, every earlier id before it (so a LIST's ``StartAfter`` can start there)."""
+    h = f"{max(0, unix_ms):012x}"
+    return f"{h[:8]}-{h[8:]}"
+
+
 def shard_index(task_id: str, shard_count: int) -> int:
     """The shard number of a (canonical) task id: its last 48 bits modulo ``shard_count``."""
     return int(task_id[-12:], 16) % shard_count

@@ -1,6 +1,8 @@
 """Finding work: which due ready markers a worker should try to claim next.
 
-The poller LISTs each shard's ready index (keys sort by due time), keeps what it cannot
+While the whole ready index is small (under 1,000 markers), one LIST of ``ready/``
+covers every shard; otherwise the poller LISTs each shard's ready index (keys sort by
+due time), keeps what it cannot
 take now for the next free slots (a LIST is the dearest request on a busy index), scans
 past foreign backlogs with a per-shard cursor, and remembers markers it must not look
 at again for a while (a skip map). It hands out candidates in due order, so recovered
@@ -26,6 +28,10 @@ MAX_PAGES = 10
 LEFTOVER_SECONDS = 1.0
 #: candidates due within the same window of this many ms are shuffled among themselves
 SAME_DUE_WINDOW_MS = 1000
+#: one LIST of the whole ready index (all shards) while it holds fewer keys than this
+WHOLE_INDEX_LIMIT = 1000
+#: after the whole index did not fit one LIST, poll shard by shard for this long, seconds
+WHOLE_INDEX_RETRY_SECONDS = 10.0
 
 
 class Poller:
@@ -33,7 +39,8 @@ class Poller:
 
     Args:
         protocol: the task protocol (for LISTs of the ready index).
-        shards: the shards to poll.
+        shards: the shards to poll (with shard leasing, the worker replaces this list
+            whenever the leases it holds change).
         task_types: the task types this worker handles (it never claims others).
         rng: randomness for tie-breaking among markers due at the same time.
 
@@ -56,6 +63,12 @@ class Poller:
         self._leftover_at = 0.0
         self._pruned_at = 0.0
         self._turn = 0
+        self._whole_retry_at = 0.0
+
+    @property
+    def has_leftover(self) -> bool:
+        """Candidates of the last LIST are waiting for a free slot."""
+        return bool(self._leftover)
 
     @property
     def scan_complete(self) -> bool:
@@ -94,11 +107,59 @@ class Poller:
                 return fresh
         self._leftover = []
         self.near_due = False
+        if not self.shards:
+            return []  # shard leasing: no shard held (yet)
+        if len(self.shards) > 1 and loop_now >= self._whole_retry_at:
+            whole = await self._whole_index(now, horizon_ms, inflight)
+            if whole is not None:
+                self._leftover_at = loop_now
+                return self.order(whole)
+            self._whole_retry_at = loop_now + WHOLE_INDEX_RETRY_SECONDS
+        self._turn %= len(self.shards)
         shards = self.shards[self._turn:] + self.shards[: self._turn]
         self._turn = (self._turn + 1) % len(self.shards)
         per_shard = await asyncio.gather(*(self._shard(s, now, free, horizon_ms, inflight) for s in shards))
         self._leftover_at = loop_now
         return self.order(m for found in per_shard for m in found)
+
+    async def left_later(self, now: datetime) -> str:
+        """A one-line account of the pending markers of handled types that come due
+        after ``now`` (retries, backoffs, ``schedule_at``) on the configured shards:
+        one LIST per shard, up to 1,000 markers each."""
+        later = now + timedelta(days=365 * 100)
+        left = [m for shard in self.shards for m in await self.protocol.due_markers(shard, later, 1000)
+                if m.task_type in self.task_types]
+        if not left:
+            return "no pending tasks of its types left"
+        first_s = max(0.0, (min(m.due_ms for m in left) - to_ms(now)) / 1000)
+        return (f"{'at least ' if len(left) >= 1000 else ''}{len(left)} pending task(s) of its types come due "
+                f"later, the next in {first_s:.1f} s")
+
+    async def _whole_index(self, now: datetime, horizon_ms: int, inflight: Collection[str]) -> list[ReadyKey] | None:
+        """Every shard in one request: a LIST of the whole ``ready/`` prefix, used while
+        the index is small (fewer than :data:`WHOLE_INDEX_LIMIT` markers in all, the
+        common case of a queue that keeps up). ``None`` when the LIST came back full:
+        the caller then lists shard by shard."""
+        store, layout = self.protocol.store, self.protocol.layout
+        page = await store.list(layout.ready_root(), limit=WHOLE_INDEX_LIMIT)
+        if len(page) >= WHOLE_INDEX_LIMIT:
+            return None
+        polled = set(self.shards)
+        now_ms = to_ms(now)
+        found: list[ReadyKey] = []
+        for info in page:
+            m = layout.parse_ready(info.key, info.last_modified)
+            if m is None or m.shard not in polled or m.task_type not in self.task_types:
+                continue
+            if m.due_ms > now_ms:
+                if m.due_ms <= now_ms + horizon_ms:
+                    self.near_due = True
+                continue
+            if m.task_id not in inflight and m.key not in self.skip:
+                found.append(m)
+        for shard in polled:
+            self._cursor[shard] = None  # everything was seen
+        return found
 
     async def _shard(self, shard: str, now: datetime, free: int, horizon_ms: int,
                      inflight: Collection[str]) -> list[ReadyKey]:

@@ -7,6 +7,7 @@ import enum
 import logging
 from datetime import datetime
 
+from . import _telemetry
 from . import _transitions as tr
 from ._codec import Encoded
 from ._tasks import Lease, TaskProtocol
@@ -89,6 +90,7 @@ class LeaseRecovery:
         except LeaseLost:
             return Recovery.SKIPPED, []  # its worker (or another monitor) moved it meanwhile
         log.warning("task %s: %s; recovered (%s)", task.id, error, lease.task.status.value)
+        _telemetry.lease_recovered(task.task_type, exhausted=lease.task.status != TaskStatus.Pending)
         outcome = Recovery.REQUEUED if lease.task.status == TaskStatus.Pending else Recovery.FAILED
         return outcome, self.protocol.drop_index(lease)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
+from . import _telemetry
 from . import _transitions as tr
 from ._codec import Encoded, decode_task, encode_task
 from ._ids import check_task_id, new_task_id, shard_index, shard_names
@@ -201,6 +202,7 @@ class TaskProtocol:
         expiry_key = self.layout.expiry_for(task)
         try:
             await put_resolved(self.store, self.layout.ready_for(task), enc)
+            _telemetry.count("buquet.tasks.submitted", task_type=task.task_type)
             if expiry_key is not None:
                 await put_resolved(self.store, expiry_key, Encoded(b"", ""))
             await put_resolved(self.store, self.layout.task(task.shard, tid), enc, if_none_match=True)
@@ -296,6 +298,7 @@ class TaskProtocol:
             except PreconditionFailed:
                 return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=1))
             await self.store.delete(marker.key)
+            _telemetry.lease_recovered(task.task_type, exhausted=True)
             return ClaimMiss(ClaimMissReason.EXHAUSTED)
         if decision.verdict == tr.ClaimVerdict.EXPIRE:
             try:
@@ -303,6 +306,7 @@ class TaskProtocol:
             except PreconditionFailed:
                 return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=1))
             await self.store.delete_many([k for k in (marker.key, self.layout.expiry_for(task)) if k])
+            _telemetry.count("buquet.tasks.expired", task_type=task.task_type)
             return ClaimMiss(decision.verdict)
         if decision.verdict != tr.ClaimVerdict.CLAIM:
             return ClaimMiss(decision.verdict, decision.retry_at)
@@ -316,6 +320,8 @@ class TaskProtocol:
                 # raced the submitter's own task write: claim the object it wrote
                 return await self.claim(marker, worker_id, lease_seconds, now, max_timeout_seconds)
             return ClaimMiss(ClaimMissReason.LOST_RACE, now + timedelta(seconds=2))
+        if task.status == TaskStatus.Running:
+            _telemetry.lease_recovered(task.task_type, exhausted=False)  # taken over after its lease lapsed
         stale = [marker.key]
         derived = self.layout.ready_for(task)
         if derived != marker.key:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -21,11 +20,16 @@ import click
 
 from . import _validate as v
 from . import config as cfg
-from .cli_common import check, open_queue, parse_json_option, parse_retry_policy, run_async, table
+from .cli_config import checked_config, config_group, worker_options
+from .cli_common import check, open_queue, run_async, table
+from .cli_dashboard import COMMANDS as DASHBOARD_COMMANDS
+from .cli_doctor import doctor as doctor_command
 from .cli_schedules import schedule_group, scheduler_command
+from .cli_more import COMMANDS as MORE_COMMANDS
+from .cli_submit import submit as submit_command
 from .cli_tasks import COMMANDS as TASK_COMMANDS
+from .cli_ops import COMMANDS as OPS_COMMANDS
 from .models import Task, TaskStatus
-from .queue import validate_submit
 from .worker import Worker, WorkerRunOptions
 
 
@@ -41,17 +45,20 @@ def _task_json(task: Task) -> str:
 @click.option("--region", envvar="S3_REGION", help="Region [env S3_REGION].")
 @click.option("--local-dir", envvar="BUQUET_LOCAL_DIR", help="Use a local directory as the bucket [env BUQUET_LOCAL_DIR].")
 @click.option("--prefix", envvar="BUQUET_PREFIX", default="", help="Key prefix inside the bucket [env BUQUET_PREFIX].")
+@click.option("--profile", envvar="BUQUET_PROFILE", default=None, help="Config profile: [profiles.<name>] over [default] [env BUQUET_PROFILE].")
+@click.option("--config", "config_path", envvar="BUQUET_CONFIG", default=None, help="Config file, strongest of the files [env BUQUET_CONFIG].")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="buquet")
 @click.pass_context
 def cli(ctx: click.Context, bucket: str | None, endpoint: str | None, region: str | None,
-        local_dir: str | None, prefix: str, verbose: int) -> None:
+        local_dir: str | None, prefix: str, profile: str | None, config_path: str | None, verbose: int) -> None:
     """buquet: a task queue whose only backend is an S3 bucket."""
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2) if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = {"bucket": bucket, "endpoint": endpoint, "region": region, "local_dir": local_dir, "prefix": prefix}
+    ctx.obj = {"bucket": bucket, "endpoint": endpoint, "region": region, "local_dir": local_dir, "prefix": prefix,
+               "profile": profile or None, "config_path": config_path or None}
 
 
 class _EarlyStop:
@@ -109,11 +116,14 @@ def _load_worker(spec: str) -> Any:
 @click.option("--monitor-interval-seconds", default=cfg.DEFAULT_MONITOR_INTERVAL_SECONDS, show_default=True, help="Lease recovery period.")
 @click.option("--shutdown-grace-seconds", default=cfg.DEFAULT_SHUTDOWN_GRACE_SECONDS, show_default=True, help="On SIGTERM, time for in-flight tasks.")
 @click.option("--with-scheduler", is_flag=True, help="Also fire due cron schedules in this process.")
-@click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left.")
+@click.option("--exit-when-idle", is_flag=True, help="Stop when no work is left (retries and tasks due within --idle-horizon-seconds are waited for).")
+@click.option("--idle-horizon-seconds", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
+              help="With --exit-when-idle: wait for tasks of handled types coming due within this many seconds.")
 @click.option("--max-tasks", type=int, default=None, help="Stop after this many tasks.")
-def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_interval_ms: int, lease_seconds: float,
+@click.pass_context
+def worker(ctx: click.Context, worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_interval_ms: int, lease_seconds: float,
            no_monitor: bool, monitor_interval_seconds: float, shutdown_grace_seconds: float,
-           with_scheduler: bool, exit_when_idle: bool, max_tasks: int | None) -> None:
+           with_scheduler: bool, exit_when_idle: bool, idle_horizon_seconds: float, max_tasks: int | None) -> None:
     """Run a Worker defined in your code as module:attribute.
 
     The attribute is a buquet.Worker, or a function (sync or async) returning one,
@@ -123,68 +133,41 @@ def worker(worker_spec: str, concurrency: int, poll_interval_ms: int, max_poll_i
     # A SIGTERM/SIGINT that arrives while the app is still being imported or built means
     # "stop before starting": a clean exit 0 once the Worker exists. Worker.run then installs
     # its own handlers for the graceful drain.
-    early = _EarlyStop()
     source = _load_worker(worker_spec)
+    checked_config(ctx)  # a bad config file fails here, before signal handlers are swapped
+    early = _EarlyStop()
     opts = WorkerRunOptions(
         poll_interval_ms=poll_interval_ms, max_poll_interval_ms=max(max_poll_interval_ms, poll_interval_ms),
         max_concurrency=concurrency, lease_seconds=lease_seconds,
         with_monitor=not no_monitor, exit_when_idle=exit_when_idle, max_tasks=max_tasks,
+        idle_horizon_ms=int(idle_horizon_seconds * 1000),
         monitor_check_interval_s=monitor_interval_seconds, shutdown_grace_seconds=shutdown_grace_seconds,
         with_scheduler=with_scheduler,
     )
+    opts = worker_options(ctx, opts)  # [worker.polling], [worker.shard_leasing], [monitor] unless flags say otherwise
     logging.getLogger("buquet").setLevel(min(logging.getLogger().level, logging.INFO))
 
     async def go() -> None:
         from .imports import build_worker
+        from .metrics import auto_configure
 
+        auto_configure()  # BUQUET_METRICS_EXPORTER=prometheus|statsd|otlp (buquet.metrics)
         # a factory runs in the loop the worker runs in: its Queue's connections belong to it
         w = await build_worker(source, name="WORKER")
         early.attach(w)
-        try:
-            await w.run(opts)
-        finally:
-            early.restore()
+        await w.run(opts)
 
-    run_async(go())
-
-
-@cli.command()
-@click.argument("task_type")
-@click.argument("input_json", metavar="INPUT", default="null")
-@click.option("--timeout-seconds", default=cfg.DEFAULT_TIMEOUT_SECONDS, show_default=True)
-@click.option("--max-retries", default=cfg.DEFAULT_MAX_RETRIES, show_default=True)
-@click.option("--schedule-at", default=None, help="RFC 3339 time, e.g. 2026-12-01T09:00:00Z.")
-@click.option("--retry-policy", default=None, help='JSON, e.g. {"initial_interval_ms":500}.')
-@click.option("--wait", "wait_seconds", type=float, default=None, help="Wait up to N seconds for the result.")
-@click.pass_context
-def submit(ctx: click.Context, task_type: str, input_json: str, timeout_seconds: int, max_retries: int,
-           schedule_at: str | None, retry_policy: str | None, wait_seconds: float | None) -> None:
-    """Submit a task; INPUT is JSON (default null). Prints the task id."""
-    payload = parse_json_option(input_json, "INPUT")
-    policy = parse_retry_policy(retry_policy)
-    check(validate_submit, task_type, payload, timeout_seconds, max_retries, policy, schedule_at)
-    if wait_seconds is not None and not (math.isfinite(wait_seconds) and wait_seconds >= 0):
-        raise click.BadParameter(f"must be a finite number of seconds >= 0, got {wait_seconds}", param_hint="--wait")
-
-    async def go() -> None:
-        q = await open_queue(ctx)
-        async with q:
-            task = await q.submit(task_type, payload, timeout_seconds=timeout_seconds, max_retries=max_retries,
-                                  retry_policy=policy, schedule_at=schedule_at)
-            click.echo(task.id)
-            if wait_seconds is not None:
-                done = await q.wait(task.id, timeout_seconds=wait_seconds)
-                click.echo(_task_json(done))
-                if done.status != TaskStatus.Completed:
-                    raise SystemExit(1)
-
-    run_async(go())
+    try:
+        run_async(go())
+    finally:
+        early.restore()
 
 
 @cli.command()
 @click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: the task is always printed as JSON.")
 @click.pass_context
-def get(ctx: click.Context, task_id: str) -> None:
+def get(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Show one task as JSON."""
     check(v.task_id, task_id)
 
@@ -204,20 +187,24 @@ def get(ctx: click.Context, task_id: str) -> None:
 @click.option("--status", type=click.Choice([s.value for s in TaskStatus]), default=None)
 @click.option("-t", "--task-type", default=None, help="Only tasks of this type.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--before", default=None, metavar="TASK_ID", help="Only tasks older than this one (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, task_type: str | None, limit: int,
-             as_json: bool) -> None:
-    """List tasks, newest first, and say how many there are."""
+             before: str | None, as_json: bool) -> None:
+    """List tasks, newest first, and say how many there are (pages: --before)."""
     if task_type is not None:
         check(v.task_type, task_type, "--task-type")
+    if before is not None:
+        check(v.task_id, before, "--before")
 
     async def go() -> None:
         q = await open_queue(ctx, read_only=True)
         async with q:
             chosen = list(shards) or q.shards
             check(q.check_shards, chosen, "--shard")
-            tasks, total = await q.recent(chosen, status=status, task_type=task_type, limit=limit)
+            page = await q.recent(chosen, status=status, task_type=task_type, limit=limit, before=before)
+        tasks = page.tasks
         if as_json:
             for t in tasks:
                 click.echo(json.dumps(t.to_dict()))
@@ -227,7 +214,8 @@ def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, ta
                  "error": (t.last_error or "")[:60]} for t in tasks]
         click.echo(table(rows, ["id", "type", "status", "shard", "attempt", "updated", "error"]))
         what = " matching" if status or task_type else ""
-        more = " (raise --limit to see more)" if len(tasks) == limit else ""
+        total = f"{page.listed}" if page.complete else f"≥ {page.listed}"
+        more = f"; older: --before {page.next_before}" if page.next_before else ""
         click.echo(f"showing {len(tasks)}{what} of {total} tasks in {len(chosen)} shard(s), newest first{more}")
 
     run_async(go())
@@ -235,8 +223,9 @@ def list_cmd(ctx: click.Context, shards: tuple[str, ...], status: str | None, ta
 
 @cli.command()
 @click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the transitions as a JSON list.")
 @click.pass_context
-def history(ctx: click.Context, task_id: str) -> None:
+def history(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Show every state a task went through."""
     check(v.task_id, task_id)
 
@@ -246,6 +235,12 @@ def history(ctx: click.Context, task_id: str) -> None:
             snaps = await q.get_history(task_id)
         if not snaps:
             raise click.ClickException(f"no task {task_id}")
+        if as_json:
+            click.echo(json.dumps([{"at": s.updated_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                                    "status": s.status.value, "attempt": s.attempt, "worker_id": s.worker_id,
+                                    "error": s.last_error if s.status.value != "completed" else None}
+                                   for s in snaps], indent=2))
+            return
         rows = [{"at": s.updated_at.isoformat(timespec="milliseconds"), "status": s.status.value,
                  "attempt": s.attempt, "worker": s.worker_id, "error": s.last_error if s.status.value != "completed" else None}
                 for s in snaps]
@@ -266,9 +261,16 @@ def now(ctx: click.Context) -> None:
     run_async(go())
 
 
+cli.add_command(doctor_command)
 cli.add_command(schedule_group)
+cli.add_command(config_group)
+cli.add_command(submit_command)
+for _command in MORE_COMMANDS:
+    cli.add_command(_command)
 cli.add_command(scheduler_command)
-for _command in TASK_COMMANDS:
+for _command in TASK_COMMANDS + OPS_COMMANDS:
+    cli.add_command(_command)
+for _command in DASHBOARD_COMMANDS:
     cli.add_command(_command)
 
 

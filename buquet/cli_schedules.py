@@ -1,18 +1,18 @@
 """``buquet schedule …`` and ``buquet scheduler`` commands.
 
-``buquet schedule create ID TASK_TYPE CRON [--input JSON] [--timezone ZONE] …``,
-``list``, ``get ID``, ``enable ID``, ``disable ID``, ``delete ID``, ``trigger ID``, and
-``buquet scheduler`` (the long-lived scheduler; ``--once`` for a single tick). Bad input
+``buquet schedule create ID TASK_TYPE CRON [--input JSON] [--timezone ZONE] …`` (or
+``create ID -t TYPE -c CRON [-i JSON] [--timeout] [--retries]``), ``list``, ``get ID`` /
+``show ID``, ``enable ID``, ``disable ID``, ``delete ID``, ``trigger ID``, and
+``buquet scheduler`` = ``buquet schedule run`` (the long-lived scheduler; ``--once`` for
+a single tick). Bad input
 exits with status 2 and names the field; unknown or duplicate schedules exit with 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -131,12 +131,16 @@ def schedule_group() -> None:
 
 @schedule_group.command("create")
 @click.argument("schedule_id", metavar="ID")
-@click.argument("task_type")
-@click.argument("cron")
-@click.option("--input", "input_json", default="null", show_default=True, help="JSON input of every run's task.")
+@click.argument("task_type_arg", metavar="[TASK_TYPE]", required=False)
+@click.argument("cron_arg", metavar="[CRON]", required=False)
+@click.option("-t", "--task-type", "task_type_opt", default=None, help="Task type (instead of the TASK_TYPE argument).")
+@click.option("-c", "--cron", "cron_opt", default=None, help="Cron expression (instead of the CRON argument).")
+@click.option("-i", "--input", "input_json", default="null", show_default=True, help="JSON input of every run's task.")
 @click.option("--timezone", "tz", default="UTC", show_default=True, help="IANA time zone the cron is read in.")
-@click.option("--timeout-seconds", type=int, default=DEFAULT_TIMEOUT_SECONDS, show_default=True, help="Task timeout per attempt.")
-@click.option("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, show_default=True, help="Task retries.")
+@click.option("--timeout-seconds", "--timeout", "timeout_seconds", type=int, default=DEFAULT_TIMEOUT_SECONDS,
+              show_default=True, help="Task timeout per attempt.")
+@click.option("--max-retries", "--retries", "max_retries", type=int, default=DEFAULT_MAX_RETRIES, show_default=True,
+              help="Task retries.")
 @click.option("--retry-policy", default=None, help='Task retry policy as JSON, e.g. {"initial_interval_ms":500}.')
 @click.option("--catch-up", type=click.Choice([c.value for c in CatchUp]), default="latest", show_default=True,
               help="Missed slots after downtime: run the latest once, all (bounded), or skip.")
@@ -144,10 +148,27 @@ def schedule_group() -> None:
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
 @click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
 @click.pass_context
-def create_cmd(ctx: click.Context, schedule_id: str, task_type: str, cron: str, input_json: str, tz: str,
+def create_cmd(ctx: click.Context, schedule_id: str, task_type_arg: str | None, cron_arg: str | None,
+               task_type_opt: str | None, cron_opt: str | None, input_json: str, tz: str,
                timeout_seconds: int, max_retries: int, retry_policy: str | None, catch_up: str,
                catch_up_limit: int, disabled: bool, as_json: bool) -> None:
-    """Create schedule ID that submits TASK_TYPE on CRON. It first fires at its next slot."""
+    """Create schedule ID that submits TASK_TYPE on CRON. It first fires at its next slot.
+
+    TASK_TYPE and CRON can also be given as -t/--task-type and -c/--cron
+    (``buquet schedule create nightly -t report -c "0 2 * * *" -i '{}'``).
+    """
+    if task_type_opt is not None and cron_opt is None and task_type_arg is not None and cron_arg is None:
+        task_type_arg, cron_arg = None, task_type_arg  # `create ID -t T CRON`
+    if task_type_arg is not None and task_type_opt is not None:
+        raise click.UsageError("give TASK_TYPE or -t/--task-type, not both")
+    if cron_arg is not None and cron_opt is not None:
+        raise click.UsageError("give CRON or -c/--cron, not both")
+    task_type = task_type_arg if task_type_arg is not None else task_type_opt
+    cron = cron_arg if cron_arg is not None else cron_opt
+    if task_type is None:
+        raise click.UsageError("missing the task type: give TASK_TYPE or -t/--task-type")
+    if cron is None:
+        raise click.UsageError("missing the cron expression: give CRON or -c/--cron")
     payload = cli_common.parse_json_option(input_json, "--input")
     policy = cli_common.parse_retry_policy(retry_policy)
     # validate everything before connecting: a bad command writes nothing, not even config.json
@@ -227,6 +248,15 @@ def get_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     cli_common.run_async(go())
 
 
+@schedule_group.command("show")
+@click.argument("schedule_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
+    """Show one schedule: its definition, last run and next run (same as `get`)."""
+    get_cmd.callback(schedule_id, as_json)  # type: ignore[misc]
+
+
 def _toggle(ctx: click.Context, schedule_id: str, enable: bool) -> None:
     async def go() -> None:
         q = await cli_common.open_queue(ctx)
@@ -272,14 +302,20 @@ def delete_cmd(ctx: click.Context, schedule_id: str) -> None:
 
 @schedule_group.command("trigger")
 @click.argument("schedule_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the submitted task as JSON.")
 @click.pass_context
-def trigger_cmd(ctx: click.Context, schedule_id: str) -> None:
+def trigger_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     """Submit the schedule's task now (its cron slots are unaffected). Prints the task id."""
     async def go() -> None:
         q = await cli_common.open_queue(ctx)
         async with q:
             task = await q.trigger_schedule(schedule_id)
-        click.echo(task.id)
+        if as_json:
+            doc = task.to_dict()
+            doc.pop("history", None)
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            click.echo(task.id)
 
     cli_common.run_async(go())
 
@@ -308,19 +344,21 @@ def scheduler_command(ctx: click.Context, interval_seconds: float, once: bool) -
                     click.echo(task.id)
                 return
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            installed = []
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, stop.set)
-                    installed.append(sig)
-            try:
+            with cli_common.stop_on_signals(stop):
                 await scheduler.run(interval_seconds, stop)
-            finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
 
     cli_common.run_async(go())
+
+
+@schedule_group.command("run")
+@click.option("--interval", "--interval-seconds", "interval_seconds", type=click.FloatRange(0.1, 86400),
+              default=60.0, show_default=True,
+              help="Longest pause between ticks, seconds (slots fire on time regardless).")
+@click.option("--once", is_flag=True, help="Run one tick, print the submitted task ids, and exit.")
+@click.pass_context
+def run_cmd(ctx: click.Context, interval_seconds: float, once: bool) -> None:
+    """Run the scheduler (the same as `buquet scheduler`) until SIGTERM/SIGINT."""
+    scheduler_command.callback(interval_seconds, once)  # type: ignore[misc]
 
 
 __all__ = ["schedule_group", "scheduler_command"]

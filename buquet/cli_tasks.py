@@ -10,7 +10,7 @@ import json
 import click
 
 from . import _validate as v
-from .cli_common import check, open_queue, run_async
+from .cli_common import check, open_queue, progress, run_async
 from .errors import BuquetError
 from .models import Task
 
@@ -87,7 +87,8 @@ def cancel(ctx: click.Context, task_ids: tuple[str, ...], task_type: str | None,
         q = await open_queue(ctx)
         async with q:
             if task_type is not None:
-                result = await q.cancel_by_type(task_type, reason, cancelled_by)
+                with progress(None, f"cancelling pending {task_type} tasks"):
+                    result = await q.cancel_by_type(task_type, reason, cancelled_by)
                 done, failed = result.cancelled, result.failed
             else:
                 done, failed = [], []
@@ -160,19 +161,62 @@ def delete(ctx: click.Context, task_id: str, yes: bool) -> None:
     run_async(go())
 
 
+#: shells click's completion supports; the spec's other two are refused clearly
+_CLICK_SHELLS = ("bash", "zsh", "fish")
+
+
 @click.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish", "powershell", "elvish"]))
 def completions(shell: str) -> None:
     """Print the shell completion script for SHELL (click's own completion; no store,
     no credentials). Install: ``buquet completions bash > ~/.buquet-complete.bash`` and
-    source it from ``~/.bashrc``."""
+    source it from ``~/.bashrc``. powershell and elvish are not supported by click's
+    completion (exit 1)."""
     from click.shell_completion import get_completion_class
 
     from .cli import cli
 
-    cls = get_completion_class(shell)
-    assert cls is not None
+    cls = get_completion_class(shell) if shell in _CLICK_SHELLS else None
+    if cls is None:
+        raise click.ClickException(
+            f"{shell} completion is not supported: buquet uses click's shell completion, which supports "
+            f"{', '.join(_CLICK_SHELLS)} only")
     click.echo(cls(cli, {}, "buquet", "_BUQUET_COMPLETE").source())
 
 
-COMMANDS = [status, wait, cancel, replay, archive, delete, completions]
+_FINAL = ["completed", "failed", "cancelled", "archived", "expired"]
+
+
+@click.command()
+@click.option("--status", type=click.Choice(_FINAL), default=None, help="Only tasks in this final status (default: every final task).")
+@click.option("-t", "--task-type", default=None, help="Only tasks of this type.")
+@click.option("--older-than", default=None, metavar="DUR", help="Only tasks unchanged for DUR (30m, 12h, 7d, 2w).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"deleted": N}.')
+@click.pass_context
+def purge(ctx: click.Context, status: str | None, task_type: str | None, older_than: str | None, yes: bool,
+          as_json: bool) -> None:
+    """Delete final tasks (Completed, Failed, Cancelled, Archived, Expired) with their
+    payloads; Pending and Running tasks are never touched. Reads every task object: one
+    LIST per 1,000 tasks, one GET per task, one DeleteObjects per deleted task."""
+    from .cli_common import parse_duration
+
+    if task_type is not None:
+        check(v.task_type, task_type, "--task-type")
+    older = parse_duration(older_than, "--older-than") if older_than is not None else None
+    if not yes:
+        what = " ".join(x for x in (status or "final", task_type and f"{task_type}") if x)
+        age = f" unchanged for {older_than}" if older_than else ""
+        click.confirm(f"Delete every {what} task{age}?", abort=True)
+
+    async def go() -> None:
+        q = await open_queue(ctx, read_only=True)
+        async with q:
+            with progress(None, "purging final tasks"):
+                n = await q.purge(status=status, task_type=task_type, older_than_seconds=older)
+        click.echo(json.dumps({"deleted": n}) if as_json else f"deleted {n} task(s)")
+
+    run_async(go())
+
+
+COMMANDS = [status, wait, cancel, replay, archive, delete, purge, completions]

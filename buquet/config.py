@@ -13,6 +13,12 @@ Environment variables read by :func:`store_from_env` (and so by ``connect()``):
 ``BUQUET_LOCAL_DIR``   a local directory store instead of S3
 ``BUQUET_PREFIX``      a key prefix inside the bucket
 =====================  ====================================================
+
+Configuration files and profiles (``config.toml``, ``./.buquet.toml``, ``--config``,
+``[profiles.<name>]``) and every ``BUQUET_*`` worker/monitor variable:
+:func:`load_config` → :class:`Config`, :func:`validate_config`,
+:func:`apply_worker_config` (implemented in ``buquet._config_files``, public here).
+``connect()`` uses the files' ``[default]`` through :func:`with_file_defaults`.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
 #: idempotency records live this long unless ``idempotency_ttl_days`` says otherwise
 DEFAULT_IDEMPOTENCY_TTL_DAYS = 30
 #: worker defaults (WorkerRunOptions, `buquet worker`, the Lambda worker)
-DEFAULT_POLL_INTERVAL_MS = 500
+DEFAULT_POLL_INTERVAL_MS = 50
 DEFAULT_MAX_POLL_INTERVAL_MS = 5000
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_LEASE_SECONDS = 30.0
@@ -223,6 +229,21 @@ def _parse_shard_count(data: bytes, key: str) -> int:
     return stored
 
 
+def migration_in_progress(data: bytes) -> str | None:
+    """A one-line description when a ``config.json`` body names an unfinished shard
+    migration, else ``None`` (``connect()`` refuses such a bucket)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    migration = doc.get("migration") if isinstance(doc, dict) else None
+    if not isinstance(migration, dict):
+        return None
+    return (f"a shard migration is in progress in this bucket (phase {migration.get('phase')!r}, "
+            f"{doc.get('shard_count')} shards now, {json.dumps(migration)}); finish it with "
+            "`buquet migrate-shards --from N --to M --execute` (the same N and M) before using the queue")
+
+
 async def load_bucket_config(
     store: ObjectStore, layout: KeyLayout, shard_count: int | None, read_only: bool = False
 ) -> int:
@@ -231,8 +252,8 @@ async def load_bucket_config(
     creating it at once agree: the loser of the conditional create reads the winner's.
 
     Raises:
-        ConfigurationError: ``shard_count`` disagrees with the bucket's, or the file is
-            malformed.
+        ConfigurationError: ``shard_count`` disagrees with the bucket's, the file is
+            malformed, or a shard migration is in progress (``buquet migrate-shards``).
         StorageError: the store cannot be reached.
     """
     key = layout.config()
@@ -249,9 +270,78 @@ async def load_bucket_config(
         except PreconditionFailed:
             obj = await store.get(key)  # another client created it first (or our retry did)
     stored = _parse_shard_count(obj.data, key)
+    migrating = migration_in_progress(obj.data)
+    if migrating is not None:
+        raise ConfigurationError(migrating)
     if shard_count is not None and shard_count != stored:
         raise ConfigurationError(
             f"shard_count={shard_count} was asked for, but this bucket was set up with "
             f"shard_count={stored} ({key}); every client must agree"
         )
     return stored
+
+
+# ------------------------------------------------------- configuration files
+# Files, profiles and the full list of settings live in ._config_files (kept apart for
+# size); these are their public names.
+from ._config_files import (  # noqa: E402
+    ENV_CONFIG,
+    ENV_PROFILE,
+    KEYS,
+    Config,
+    MonitorConfig,
+    WorkerConfig,
+    apply_worker_config,
+    config_paths,
+    file_defaults,
+    load_config,
+    user_config_path,
+    validate_config,
+)
+
+for _public in (Config, WorkerConfig, MonitorConfig, load_config, validate_config, apply_worker_config):
+    _public.__module__ = __name__  # documented (and pickled) as buquet.config.<name>
+
+
+def with_file_defaults(
+    endpoint: str | None,
+    bucket: str | None,
+    region: str | None,
+    shard_prefix_len: int | None,
+    *,
+    want_store: bool,
+    want_shards: bool,
+    env: Mapping[str, str] | None = None,
+) -> tuple[str | None, str | None, str | None, int | None]:
+    """``connect()``'s order for each of ``endpoint``, ``bucket``, ``region`` and
+    ``shard_prefix_len``: the argument, else its environment variable, else the config
+    files' ``[default]`` (``[queue]`` for ``shard_prefix_len``; no profile), else
+    unset (for the shard count: the bucket's stored setting). Files are read only when
+    something is still missing: ``want_store`` (no ``store=``/``local_dir=``) for the
+    location, ``want_shards`` (no ``shard_count=``) for the prefix length.
+
+    Raises:
+        ConfigurationError: a config file is not valid TOML.
+        ValidationError: a bad value in one of these keys.
+    """
+    env = os.environ if env is None else env
+
+    def unset(arg: Any, var: str) -> bool:
+        return arg is None and not (env.get(var) or "").strip()
+
+    store_keys = want_store and not (env.get(ENV_LOCAL_DIR) or "").strip() and (
+        unset(bucket, ENV_BUCKET) or unset(endpoint, ENV_ENDPOINT) or unset(region, ENV_REGION))
+    shards_key = want_shards and unset(shard_prefix_len, ENV_SHARD_PREFIX_LEN)
+    if not (store_keys or shards_key):
+        return endpoint, bucket, region, shard_prefix_len
+    files = file_defaults(env)
+    if store_keys:
+        if unset(bucket, ENV_BUCKET):
+            bucket = files.get("bucket")
+        if unset(endpoint, ENV_ENDPOINT):
+            endpoint = files.get("endpoint")
+        if unset(region, ENV_REGION):
+            region = files.get("region")
+    if shards_key:
+        shard_prefix_len = files.get("shard_prefix_len")
+    return endpoint, bucket, region, shard_prefix_len

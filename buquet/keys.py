@@ -12,6 +12,9 @@ Under an optional key prefix (``""`` or ``"myapp/"``)::
     schedules/runs/<id>.json                      schedule run state
     schedules/slots/<id>/<YYYYMMDDTHHMMSSZ>.json  the per-slot ledger
     schemas/<task_type>.json                      a task type's JSON Schemas (buquet.schemas)
+    workers/<worker_id>.json                      a running worker's registration (buquet workers)
+    shard-leases/<shard>.json                     which worker polls a shard (shard leasing)
+    shard-leases/members/<worker_id>              a leasing worker's liveness (LastModified)
 
 ``<due_ms>`` and ``<expires_ms>`` are 15-digit zero-padded epoch milliseconds (wide
 enough for year 9999), so keys sort by time. The infrastructure code (``infra/``)
@@ -42,8 +45,13 @@ SCHEDULES_DIR = "schedules/"
 SCHEMAS_DIR = "schemas/"
 #: idempotency records (``Queue.submit(idempotency_key=...)``)
 IDEMPOTENCY_DIR = "idempotency/"
+#: registrations of running workers (``buquet._registry``): each worker PUTs its own
+WORKERS_DIR = "workers/"
+#: shard leases (``buquet._shard_leases``): one object per shard, conditional writes only
+SHARD_LEASES_DIR = "shard-leases/"
 #: every top-level directory of the layout (IAM policies are built from these)
-TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, EXPIRIES_DIR, PAYLOADS_DIR, SCHEDULES_DIR, SCHEMAS_DIR, IDEMPOTENCY_DIR)
+TOP_LEVEL_DIRS = (TASKS_DIR, READY_DIR, LEASES_DIR, EXPIRIES_DIR, PAYLOADS_DIR, SCHEDULES_DIR, SCHEMAS_DIR, IDEMPOTENCY_DIR,
+                  WORKERS_DIR, SHARD_LEASES_DIR)
 #: width of the zero-padded millisecond fields in ready and lease keys
 MS_DIGITS = 15
 _SLOT_FMT = "%Y%m%dT%H%M%SZ"
@@ -129,6 +137,14 @@ class KeyLayout:
         and ``task_type``, such as :class:`~buquet.Task`): due at its ``available_at``."""
         due_ms = int(task.available_at.timestamp() * 1000)
         return self.ready(task.shard, due_ms, task.id, task.task_type)
+
+    def lease_root(self) -> str:
+        """``leases/`` (every shard's lease index)."""
+        return f"{self.prefix}{LEASES_DIR}"
+
+    def expiry_root(self) -> str:
+        """``expiries/`` (every shard's deadline index)."""
+        return f"{self.prefix}{EXPIRIES_DIR}"
 
     def lease_prefix(self, shard: str) -> str:
         """``leases/<shard>/``"""
@@ -284,6 +300,43 @@ class KeyLayout:
         digest = hashlib.sha256(json.dumps([kind, namespace, key], ensure_ascii=False).encode()).hexdigest()
         return f"{self.idempotency_prefix()}{kind}/{digest}.json"
 
+    # --------------------------------------------------------------- workers
+    def workers_prefix(self) -> str:
+        """``workers/``: the registrations of running workers (``buquet._registry``)."""
+        return f"{self.prefix}{WORKERS_DIR}"
+
+    def worker(self, worker_id: str) -> str:
+        """``workers/<worker_id>.json``: one worker's registration object."""
+        return f"{self.workers_prefix()}{worker_id}.json"
+
+    def parse_worker(self, key: str) -> str | None:
+        """The worker id of a registration key, or ``None`` for a key of another shape."""
+        root = self.workers_prefix()
+        if not key.startswith(root) or not key.endswith(".json"):
+            return None
+        worker_id = key[len(root) : -len(".json")]
+        return worker_id if worker_id and "/" not in worker_id else None
+
+    # ---------------------------------------------------------- shard leases
+    def shard_leases_prefix(self) -> str:
+        """``shard-leases/``: one lease object per shard (``buquet._shard_leases``)."""
+        return f"{self.prefix}{SHARD_LEASES_DIR}"
+
+    def shard_lease(self, shard: str) -> str:
+        """``shard-leases/<shard>.json``: who polls ``shard`` until when."""
+        return f"{self.shard_leases_prefix()}{shard}.json"
+
+    def shard_lease_member(self, worker_id: str) -> str:
+        """``shard-leases/members/<worker_id>``: a leasing worker's membership (its
+        LastModified says it is alive)."""
+        return f"{self.shard_leases_prefix()}members/{worker_id}"
+
+    def parse_shard_lease_member(self, key: str) -> str | None:
+        """The worker id of a membership key, or ``None`` for a key of another shape."""
+        root = f"{self.shard_leases_prefix()}members/"
+        worker_id = key[len(root):] if key.startswith(root) else ""
+        return worker_id if worker_id and "/" not in worker_id else None
+
     # ------------------------------------------------------------------ IAM
     def iam_prefixes(self) -> dict[str, str]:
         """Key prefixes by purpose, for building IAM policies (``infra/``):
@@ -298,4 +351,6 @@ class KeyLayout:
             "schedules": f"{self.prefix}{SCHEDULES_DIR}",
             "schemas": f"{self.prefix}{SCHEMAS_DIR}",
             "idempotency": f"{self.prefix}{IDEMPOTENCY_DIR}",
+            "workers": f"{self.prefix}{WORKERS_DIR}",
+            "shard-leases": f"{self.prefix}{SHARD_LEASES_DIR}",
         }

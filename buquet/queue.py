@@ -20,7 +20,7 @@ from . import config as cfg
 from ._ids import check_task_id
 from .keys import KeyLayout
 from ._control import CancelByTypeResult, TaskControl
-from ._reads import TaskReader
+from ._reads import RecentPage, TaskReader
 from ._submit import Submitter, check_input, check_items, check_options
 from ._tasks import Clock, TaskProtocol
 from ._time import to_rfc3339
@@ -29,6 +29,8 @@ from .models import RetryPolicy, Task, TaskStatus
 from .storage.base import ObjectStore
 
 if TYPE_CHECKING:
+    from ._registry import WorkerInfo
+    from ._stats import QueueStats
     from .schedules import CatchUp, Schedule, ScheduleLastRun, ScheduleStore
     from .schemas import SchemaCache
     from .storage.client import StorageClient
@@ -296,23 +298,27 @@ class Queue:
         """
         return await self._reader.list(shard, status, limit)
 
-    async def recent(self, shards: Sequence[str], status: TaskStatus | str | None = None,
-                     task_type: str | None = None, limit: int = 100) -> tuple[builtins.list[Task], int]:
-        """The newest ``limit`` tasks of ``shards`` (only of ``status``/``task_type``
-        when given), newest first, and the number of tasks the shards hold. Cost: one
-        LIST per 1,000 tasks, GETs from the newest down until ``limit`` match.
+    async def recent(self, shards: Sequence[str] | None = None, status: TaskStatus | str | None = None,
+                     task_type: str | None = None, limit: int = 100, *, before: str | None = None,
+                     since: datetime | str | None = None, until: datetime | str | None = None,
+                     scan_limit: int | None = None) -> RecentPage:
+        """A page of the newest tasks of ``shards`` (default: all), newest first: only
+        of ``status``/``task_type`` when given, created before the task id ``before``
+        (the previous page's ``next_before``), at or after ``since`` and before ``until``.
+
+        Returns a :class:`~buquet._reads.RecentPage`: ``tasks``, ``listed`` (ids
+        listed; a lower bound unless ``complete``), ``complete``, ``next_before``.
+        Cost: task ids are time-ordered, so the LISTs start at the last hour and widen
+        (a day, 30 days, everything) only while too few ids turn up — per shard 1 LIST
+        per 1,000 task keys in the window; then 1 GET per task read, at most
+        ``scan_limit`` (default ``limit``, or 10 × ``limit`` with a filter).
 
         Raises:
-            ValidationError: unknown shard or status, bad task type or limit.
+            ValidationError: unknown shard or status, bad task type, limit, cursor or time.
         """
-        v.int_in_range(limit, "limit", 1, 100_000)
-        if task_type is not None:
-            v.task_type(task_type)
-        try:
-            want = None if status is None else TaskStatus(status)
-        except ValueError:
-            raise ValidationError("status", f"must be one of {[x.value for x in TaskStatus]}, got {status!r}") from None
-        return await self._reader.recent(builtins.list(shards), want, task_type, limit)
+        return await self._reader.recent(builtins.list(shards) if shards is not None else self.shards, status,
+                                         task_type, limit, since=since, until=until, before=before,
+                                         scan_limit=scan_limit)
 
     async def list_ready(self, shard: str, limit: int = 100) -> builtins.list[str]:
         """Ids of the tasks in ``shard`` that are due now, earliest due first, from the
@@ -408,6 +414,48 @@ class Queue:
         """The task's full output: from its payload object (``output_ref``, 1 GET),
         else ``task.output``."""
         return await self.protocol.payloads.read_payload(task.output_ref) if task.output_ref else task.output
+
+    # ------------------------------------------------------------- operations
+    async def workers(
+        self, *, health_threshold_seconds: float = 60.0, include_gone: bool = True
+    ) -> builtins.list["WorkerInfo"]:
+        """The registered long-lived workers (:class:`~buquet.WorkerInfo`), by id: each
+        ``Worker.run`` keeps ``workers/<worker_id>.json`` fresh and deletes it on a
+        clean stop. ``alive`` is False once its last write is older than
+        ``health_threshold_seconds`` (a killed worker); ``include_gone=False`` leaves
+        those out. Corrupt registrations are logged and skipped.
+
+        Cost: one LIST per 1,000 registrations + one GET per registration.
+        """
+        from ._registry import list_workers
+
+        return await list_workers(self, health_threshold_seconds=health_threshold_seconds, include_gone=include_gone)
+
+    async def stats(
+        self,
+        *,
+        shards: Sequence[str] | None = None,
+        task_type: str | None = None,
+        final_scan_limit: int = 1000,
+        final_sample: int = 100,
+    ) -> "QueueStats":
+        """Counts of the queue (:class:`~buquet.QueueStats`) from its indexes: pending
+        and scheduled by shard and type (LISTs of ``ready/``), running (LISTs of
+        ``leases/``), queue lag, task objects (a LIST of ``tasks/`` bounded by
+        ``final_scan_limit`` keys per shard; a lower bound when truncated) and final
+        tasks by status from GETs of at most ``final_sample`` of them.
+
+        Cost per shard: ``⌊ready/1000⌋+1`` + ``⌊leases/1000⌋+1`` +
+        ``min(⌊tasks/1000⌋+1, ⌈final_scan_limit/1000⌉)`` LISTs; + ≤ ``final_sample``
+        GETs (+ one GET per running task with ``task_type``). See ``docs/protocol.md``.
+
+        Raises:
+            ValidationError: unknown shard, bad task type or limits.
+        """
+        from ._stats import queue_stats
+
+        return await queue_stats(self, shards=shards, task_type=task_type, final_scan_limit=final_scan_limit,
+                                 final_sample=final_sample)
 
     # ------------------------------------------------------------- schemas
     async def publish_schema(self, task_type: str, schema: Any) -> None:
@@ -518,6 +566,11 @@ async def connect(
     3. ``bucket=`` or env ``S3_BUCKET`` — S3, with ``endpoint``/``S3_ENDPOINT`` for an
        S3-compatible server (LocalStack, MinIO, SeaweedFS) and ``region``/``S3_REGION``.
 
+    ``bucket``, ``endpoint``, ``region`` and ``shard_prefix_len`` each come from the
+    argument, else the environment variable, else ``[default]`` (``[queue]`` for
+    ``shard_prefix_len``) of the config files (see :func:`buquet.load_config`; no
+    profile here).
+
     Args:
         prefix: key prefix inside the bucket, to share a bucket between queues
             (default: env ``BUQUET_PREFIX``, else none).
@@ -525,7 +578,8 @@ async def connect(
             existing bucket it must match the stored setting or be ``None``.
         shard_prefix_len: buquet 0.1.0's way to say ``shard_count = 16 ** N`` (1–4:
             16 to 65,536 shards named by N lowercase hex digits); else env
-            ``BUQUET_SHARD_PREFIX_LEN``; else the bucket's stored setting.
+            ``BUQUET_SHARD_PREFIX_LEN``; else ``[queue] shard_prefix_len`` of the config
+            files; else the bucket's stored setting.
         clock: injected clock (tests).
         read_only: do not create ``config.json`` in a fresh bucket (inspection tools:
             a mistyped bucket or directory is not turned into a new queue).
@@ -535,10 +589,14 @@ async def connect(
         with ``If-None-Match: *`` when missing.
 
     Raises:
-        ConfigurationError: nothing configured, or a shard_count mismatch.
-        ValidationError: bad shard_count.
+        ConfigurationError: nothing configured, a shard_count mismatch, or a config
+            file that is not valid TOML.
+        ValidationError: bad shard_count (or a bad value in a config file).
         StorageError: the store cannot be reached.
     """
+    endpoint, bucket, region, shard_prefix_len = cfg.with_file_defaults(
+        endpoint, bucket, region, shard_prefix_len, want_store=store is None and not local_dir,
+        want_shards=shard_count is None)
     shard_count = cfg.shard_count_from(shard_count, shard_prefix_len)
     if store is None:
         store = cfg.store_from_env(endpoint, bucket, region, local_dir)

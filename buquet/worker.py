@@ -19,12 +19,15 @@ from dataclasses import KW_ONLY, dataclass, replace
 from datetime import timedelta
 from typing import Any, Callable, Sequence
 
+from . import _telemetry
 from . import _validate as v
 from . import config as cfg
 from ._attempt import AttemptRunner, Handler, Hooks
 from .keys import ReadyKey
 from ._loops import DeleteBatcher, ErrorLog
 from ._poller import Poller
+from ._shard_leases import ShardLeaser
+from ._registry import WorkerRegistration
 from ._tasks import ClaimMissReason, Lease
 from ._transitions import ClaimVerdict
 from ._time import to_ms
@@ -170,6 +173,54 @@ class WorkerRunOptions:
         self.shard_leasing().validate()
 
 
+class _Companions:
+    """The background loops of one :meth:`Worker.run`, started at once: the built-in
+    monitor, shard leases, the scheduler and the worker's registration (each only when
+    its option asks for it); :meth:`close` ends them after the drain."""
+
+    def __init__(self, worker: Worker, opts: WorkerRunOptions, stop: asyncio.Event, *, register: bool) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+        self.lease_loop: asyncio.Task[None] | None = None
+        self.monitor: Monitor | None = None
+        leasing = opts.shard_leasing()
+        if opts.with_monitor:
+            self.monitor = Monitor(worker.queue, worker.shards, retention_days=opts.retention_days,
+                                   sweep_interval_seconds=opts.monitor_sweep_interval_s,
+                                   sweep_page_size=opts.monitor_sweep_page_size)
+            if leasing.is_enabled:
+                self.monitor.shards = []  # the held shards only, as leases are taken
+            self._spawn(self.monitor.run(opts.monitor_check_interval_s, stop), "buquet-monitor")
+        if leasing.is_enabled:
+            leaser = ShardLeaser(worker.protocol.store, worker.protocol.layout, worker.protocol.time,
+                                 worker.worker_id, worker.shards, leasing, leasing.lease_ttl_secs,
+                                 worker.poll_shards, random.Random())
+            self.lease_loop = asyncio.create_task(leaser.run(stop), name="buquet-shard-leases")
+        if opts.with_scheduler:
+            from .scheduler import Scheduler
+
+            self._spawn(Scheduler(worker.queue).run(opts.scheduler_interval_seconds, stop), "buquet-scheduler")
+        # workers/<id>.json for `buquet workers` and the dashboard; not for run_once (serverless)
+        self.registration = WorkerRegistration(worker, opts.heartbeat_interval_s) if register else None
+        if self.registration is not None:
+            self._spawn(self.registration.run(stop), "buquet-registration")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self.tasks.append(asyncio.create_task(coro, name=name))
+
+    async def close(self) -> None:
+        """After the stop: let the lease loop release its leases (≤ 10 s), cancel the
+        other loops, delete the registration."""
+        if self.lease_loop is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(self.lease_loop, timeout=10)
+        for t in self.tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self.registration is not None:
+            await self.registration.remove()
+
+
 class Worker:
     """Runs task handlers for some shards of a queue.
 
@@ -208,6 +259,8 @@ class Worker:
         #: counters: claimed, completed, retried, failed, lease_lost, claim_conflicts, too_long
         self.stats: dict[str, int] = {}
         self._poller = Poller(self.protocol, self.shards, self._handlers, self._rng)
+        self._monitor: Monitor | None = None
+        self._wake = asyncio.Event()  # set when the polled shards grow (shard leasing)
         self._poll_errors = ErrorLog(log, f"worker {self.worker_id}: poll")
         self._hooks = Hooks()
         # run_once (serverless): remaining-time function, margin, markers to try first
@@ -276,6 +329,17 @@ class Worker:
         self._stop_requested = True
         self._stop.set()
 
+    def poll_shards(self, shards: list[str]) -> None:
+        """Poll (and, with the built-in monitor, sweep) exactly ``shards`` from now on
+        (called by shard leasing as leases are taken and lost; each must be one of the
+        worker's ``shards``)."""
+        gained = set(shards) - set(self._poller.shards)
+        self._poller.shards = shards
+        if self._monitor is not None:
+            self._monitor.shards = list(shards)
+        if gained:  # a shard just taken may hold a backlog: poll it now, not after the idle backoff
+            self._wake.set()
+
     def _count(self, name: str, n: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + n
 
@@ -286,10 +350,16 @@ class Worker:
         Returns:
             The number of tasks this call finished (any outcome).
 
+        Polling, shard-leasing and monitor settings left at their defaults are taken
+        from the configuration files and ``BUQUET_*`` variables (:func:`buquet.load_config`).
+
         Raises:
-            ValidationError: bad options, or no handler registered.
+            ValidationError: bad options (or a bad value in the configuration), or no
+                handler registered.
+            ConfigurationError: a configuration file is not valid TOML.
         """
-        opts = options or WorkerRunOptions()
+        # config files / BUQUET_* variables fill what the code left at its defaults (buquet.config)
+        opts = cfg.apply_worker_config(options or WorkerRunOptions(), cfg.load_config())
         opts.validate()
         if not self._handlers:
             raise ValidationError("handlers", "register at least one handler with @worker.task(...)")
@@ -306,15 +376,10 @@ class Worker:
         deleter.start()
         runner = AttemptRunner(self.protocol, self.worker_id, self._handlers, deleter, self._count,
                                self._poller.skip, self._hooks, self.queue.schemas.check_input)
-        background: list[asyncio.Task[None]] = []
-        if opts.with_monitor:
-            monitor = Monitor(self.queue, self.shards, retention_days=opts.retention_days)
-            background.append(asyncio.create_task(monitor.run(opts.monitor_check_interval_s, self._stop), name="buquet-monitor"))
-        if opts.with_scheduler:
-            from .scheduler import Scheduler
-
-            background.append(asyncio.create_task(
-                Scheduler(self.queue).run(opts.scheduler_interval_seconds, self._stop), name="buquet-scheduler"))
+        leasing = opts.shard_leasing()
+        self._poller.shards = [] if leasing.is_enabled else list(self.shards)  # leasing: none until a lease is held
+        companions = _Companions(self, opts, self._stop, register=self._remaining is None)
+        self._monitor = companions.monitor
         log.info("worker %s: shards %s, task types %s", self.worker_id, self.shards, self.task_types)
         finished_before = self._finished
         try:
@@ -323,10 +388,7 @@ class Worker:
         finally:
             self._stop.set()
             await self._drain(opts)
-            for t in background:
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await companions.close()
             await deleter.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -424,11 +486,23 @@ class Worker:
                 self._poll_errors.recovered()
             if started or initial_round:
                 pacer.found_work()
-                continue
-            if opts.exit_when_idle and not self._inflight and not self._poller.near_due and self._poller.scan_complete:
+                if initial_round or started >= free:
+                    continue  # every free slot filled: more may be waiting, poll again at once
+                # else this poll saw all the due work there was: the shortest pause, then poll
+            elif opts.exit_when_idle and not self._inflight and not self._poller.near_due and self._poller.scan_complete:
+                await self._say_what_is_left(opts)
                 return
-            if not await self._sleep_or_wake(pacer.next_pause_seconds()):
-                pacer.found_work()  # a slot came free: poll at the base rate
+            if not await self._sleep_or_wake(pacer.next_pause_seconds(), wake_on_finish=self._poller.has_leftover):
+                pacer.found_work()  # a slot came free for candidates already found: poll at the base rate
+
+    async def _say_what_is_left(self, opts: WorkerRunOptions) -> None:
+        """Exiting when idle: log what of its task types is still waiting (one LIST per shard)."""
+        try:
+            left = await self._poller.left_later(await self.protocol.time())
+        except Exception as exc:  # noqa: BLE001 - only a report
+            self._poll_errors.failed(exc)
+            return
+        log.info("worker %s: idle, exiting; %s (idle_horizon_ms=%d)", self.worker_id, left, opts.idle_horizon_ms)
 
     async def _wait_inflight_or_stop(self) -> None:
         stop_wait = asyncio.ensure_future(self._stop.wait())
@@ -437,16 +511,19 @@ class Worker:
         finally:
             stop_wait.cancel()
 
-    async def _sleep_or_wake(self, seconds: float) -> bool:
-        """Sleep, but wake early on stop or when an in-flight task finishes. Returns
-        True when the whole pause elapsed (the worker is idle)."""
+    async def _sleep_or_wake(self, seconds: float, wake_on_finish: bool = True) -> bool:
+        """Sleep, but wake early on stop, when the polled shards grow (shard leasing),
+        or (with ``wake_on_finish``: candidates are waiting for a slot) when an
+        in-flight task finishes. Returns True when the whole pause elapsed (idle)."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        wake_wait = asyncio.ensure_future(self._wake.wait())
         try:
-            done, _ = await asyncio.wait(
-                [stop_wait, *self._inflight.values()], timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-            )
+            waits = [stop_wait, wake_wait, *self._inflight.values()] if wake_on_finish else [stop_wait, wake_wait]
+            done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
+            wake_wait.cancel()
+            self._wake.clear()
         return not done
 
     async def _poll_once(self, free: int, opts: WorkerRunOptions, runner: AttemptRunner) -> int:
@@ -481,6 +558,9 @@ class Worker:
                 self._poll_errors.failed(exc)
                 self._poller.skip[marker.key] = now + _ONE_SECOND
                 return False
+            _telemetry.count("buquet.claims.success" if isinstance(result, Lease) else "buquet.claims.conflict",
+                             int(isinstance(result, Lease) or result.reason == ClaimMissReason.LOST_RACE),
+                             task_type=marker.task_type)
             if isinstance(result, Lease):
                 self._count("claimed")
                 self._start(result, opts, runner)

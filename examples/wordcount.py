@@ -9,8 +9,12 @@ The main process submits one ``count_words`` task per file, starts ``--workers``
 processes (``buquet worker examples.wordcount:make_worker``), waits until every task is
 final, stops the workers with SIGTERM, and prints the combined counts.
 
-Where the queue lives: ``S3_BUCKET`` (+ ``S3_ENDPOINT``/``S3_REGION``) if set, else a
-local directory (``--local-dir``, default ``.buquet-data/wordcount``).
+Where the queue lives: ``S3_BUCKET`` + ``S3_ENDPOINT`` (+ ``S3_REGION``) if set, else a
+local directory (``--local-dir``, default ``.buquet-data/wordcount``). S3 variables that
+are only half set (``S3_ENDPOINT`` or ``S3_REGION`` without ``S3_BUCKET``; ``S3_BUCKET``
+without ``S3_ENDPOINT`` unless ``--aws`` says AWS S3 is meant) stop the example with
+exit status 2 instead of running it on the local store (a failed
+``eval "$(python scripts/seaweedfs.py start ...)"`` must not go unnoticed).
 """
 
 from __future__ import annotations
@@ -45,6 +49,22 @@ async def make_worker() -> Worker:
         return {"path": payload["path"], "words": sum(counts.values()), "counts": dict(counts)}
 
     return worker
+
+
+def s3_settings_problem(env: "os._Environ[str] | dict[str, str]", aws: bool = False) -> str | None:
+    """Why the S3 variables in ``env`` are only half set, or ``None`` when they are
+    either complete (``S3_BUCKET`` with ``S3_ENDPOINT``, or with ``aws``) or all unset."""
+    bucket, endpoint, region = (env.get(n, "").strip() for n in ("S3_BUCKET", "S3_ENDPOINT", "S3_REGION"))
+    if not bucket:
+        given = [n for n, v in (("S3_ENDPOINT", endpoint), ("S3_REGION", region)) if v]
+        if given:
+            return (f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but S3_BUCKET is missing: "
+                    "set S3_BUCKET too, or unset " + " and ".join(given) + " to use the local store")
+        return None
+    if not endpoint and not aws:
+        return ("S3_BUCKET is set but S3_ENDPOINT is missing: set S3_ENDPOINT for an S3-compatible server "
+                "(e.g. from `python scripts/seaweedfs.py start`), or pass --aws to use AWS S3")
+    return None
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -130,7 +150,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--local-dir", default=str(ROOT / ".buquet-data" / "wordcount"))
     parser.add_argument("--timeout-seconds", type=float, default=600)
-    sys.exit(asyncio.run(run(parser.parse_args())))
+    parser.add_argument("--aws", action="store_true", help="S3_BUCKET without S3_ENDPOINT means AWS S3")
+    args = parser.parse_args()
+    problem = s3_settings_problem(os.environ, aws=args.aws)
+    if problem:
+        print(f"wordcount: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from typing import Any, Coroutine, Iterator, Mapping, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from buquet import Queue, config, connect
+from buquet import Queue, _telemetry, config, connect
 from buquet.errors import ConfigurationError, ValidationError
 from buquet.imports import WorkerFactory, load_worker_factory, parse_spec
 
@@ -359,6 +359,73 @@ def run_fresh(coro: Coroutine[Any, Any, T]) -> T:
             loop.close()  # ThreadPoolExecutor.shutdown(wait=False)
 
 
+class EmfSink:
+    """A :mod:`buquet._telemetry` sink that publishes the library's metrics — the same
+    dotted names as :mod:`buquet.metrics` (``buquet.tasks.completed``,
+    ``buquet.task.duration_seconds``, ...) — as CloudWatch embedded-metric-format blobs
+    through Powertools, with the labels as dimensions (``service``, ``task_type``, and
+    ``reason`` for ``buquet.tasks.failed``).
+
+    Recordings are aggregated during the invocation and printed by :meth:`flush`: one
+    blob per distinct label set (counters summed, histogram values as a value list of
+    at most 100 per blob — CloudWatch keeps their distribution). Units: ``Count`` and
+    ``Seconds``. Every name/dimension combination that occurs is one CloudWatch custom
+    metric (billed monthly), so the number grows with the task types in use.
+    """
+
+    #: values per metric in one EMF blob (CloudWatch's limit)
+    MAX_VALUES = 100
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+        self.values: dict[tuple[tuple[str, str], ...], dict[str, list[float]]] = {}
+
+    def count(self, name: str, n: float, labels: dict[str, str]) -> None:
+        """Add ``n`` to counter ``name`` for this label set."""
+        group = self.counts.setdefault(tuple(sorted(labels.items())), {})
+        group[name] = group.get(name, 0) + n
+
+    def observe(self, name: str, value: float, labels: dict[str, str]) -> None:
+        """Record ``value`` (seconds) in histogram ``name`` for this label set."""
+        self.values.setdefault(tuple(sorted(labels.items())), {}).setdefault(name, []).append(value)
+
+    def flush(self) -> None:
+        """Print the blobs of everything recorded since the last flush and forget it."""
+        counts, values, self.counts, self.values = self.counts, self.values, {}, {}
+        for dims in list(dict.fromkeys([*counts, *values])):
+            pending = {name: list(vs) for name, vs in values.get(dims, {}).items()}
+            group_counts = counts.get(dims, {})
+            while group_counts or any(pending.values()):
+                blob = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+                for key, val in dims:
+                    blob.add_dimension(name=key, value=val)
+                for name, n in group_counts.items():
+                    blob.add_metric(name=name, unit=MetricUnit.Count, value=n)
+                for name, vs in pending.items():
+                    for v in vs[: self.MAX_VALUES - 1]:  # powertools flushes by itself at 100
+                        blob.add_metric(name=name, unit=MetricUnit.Seconds, value=v)
+                    del vs[: self.MAX_VALUES - 1]
+                group_counts = {}
+                blob.flush_metrics()
+
+
+@contextlib.contextmanager
+def library_metrics() -> Iterator[EmfSink]:
+    """While the block runs, the library's metrics are recorded (:class:`EmfSink`);
+    they are published when it ends, also when it raises. A process-wide exporter
+    (:mod:`buquet.metrics`) keeps receiving them too."""
+    sink = EmfSink()
+    _telemetry.add_sink(sink)
+    try:
+        yield sink
+    finally:
+        _telemetry.remove_sink(sink)
+        try:
+            sink.flush()
+        except Exception:  # noqa: BLE001 - metrics never fail an invocation
+            logger.exception("publishing the library metrics failed")
+
+
 def add_counts(counts: dict[str, int], names: dict[str, str]) -> None:
     """Add one Count metric per entry of ``names`` (counter key → metric name), zero
     when the counter is absent, so dashboards sum real zeros instead of gaps."""
@@ -373,7 +440,9 @@ __all__ = [
     "add_counts",
     "connect_queue",
     "describe",
+    "EmfSink",
     "library_logs",
+    "library_metrics",
     "load_factory",
     "logger",
     "metrics",

@@ -26,7 +26,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from buquet import Monitor
 from buquet.errors import StorageError
 
-from ._common import Settings, connect_queue, library_logs, logger, metrics, rule_time, run_fresh, settings
+from ._common import (
+    Settings, connect_queue, library_logs, library_metrics, logger, metrics, rule_time, run_fresh, settings,
+)
 
 
 async def _sweep(cfg: Settings) -> tuple[int, int]:
@@ -71,7 +73,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """
     cfg = settings()
     scheduled_time = rule_time(event)
-    with library_logs():
+    with library_logs(), library_metrics():
         recovered, poked = run_fresh(_sweep(cfg))
     metrics.add_metric(name="LeasesRecovered", unit=MetricUnit.Count, value=recovered)
     metrics.add_metric(name="StalledTasksPoked", unit=MetricUnit.Count, value=poked)

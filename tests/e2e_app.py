@@ -62,3 +62,21 @@ async def make_worker_slowly() -> Worker:
     while not Path(os.environ["E2E_GO"]).exists():
         await asyncio.sleep(0.02)
     return await make_worker()
+
+
+async def make_worker_with_flaky() -> Worker:
+    """:func:`make_worker` plus ``flaky_once``: the first attempt of each task fails
+    with a RetryableError (a flag file marks it), later attempts succeed."""
+    from buquet import RetryableError
+
+    worker = await make_worker()
+
+    @worker.task("flaky_once")
+    async def flaky_once(payload: dict) -> dict:
+        flag = Path(payload["flag"])
+        if not flag.exists():
+            flag.write_text("failed once")
+            raise RetryableError("first attempt fails")
+        return {"ok": True}
+
+    return worker

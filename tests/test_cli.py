@@ -97,6 +97,20 @@ def test_worker_command_runs_tasks(run, monkeypatch: pytest.MonkeyPatch) -> None
     assert '"status": "completed"' in r.output and '"n": 7' in r.output
 
 
+def test_exit_when_idle_waits_for_a_retry_that_comes_due_within_its_horizon(run, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUQUET_LOCAL_DIR", str(run.store))
+    flag = tmp_path / "flag"
+    r = run("submit", "flaky_once", f'{{"flag": "{flag}"}}', "--retry-policy",
+            '{"initial_interval_ms": 3000, "max_interval_ms": 3000, "jitter_percent": 0}')
+    task_id = r.output.strip()
+    r = CliRunner().invoke(cli, ["worker", "tests.e2e_app:make_worker_with_flaky", "--exit-when-idle", "--no-monitor",
+                                 "--idle-horizon-seconds", "10"])
+    assert r.exit_code == 0, r.output
+    r = run("get", task_id)
+    assert '"status": "completed"' in r.output and '"attempt": 2' in r.output, r.output
+
+
 def test_status_cancel_replay_archive_delete_wait(run) -> None:  # type: ignore[no-untyped-def]
     import json as _json
 
@@ -132,7 +146,8 @@ def test_list_is_newest_first_filters_by_type_and_says_how_many(run) -> None:  #
     r = run("list", "--limit", "2")
     lines = r.output.splitlines()
     assert r.exit_code == 0 and ids[4] in lines[1] and ids[3] in lines[2]  # header, then rows
-    assert lines[-1].startswith("showing 2 of 5 tasks in 4 shard(s), newest first")
+    # the listing looked back only as far as the page needed: a lower bound, and a cursor
+    assert lines[-1].startswith("showing 2 of ≥ 5 tasks in 4 shard(s), newest first; older: --before ")
     r = run("list", "-t", "a", "--json")
     import json as _json
     assert [_json.loads(x)["id"] for x in r.output.splitlines()] == [ids[3], ids[1]]

@@ -163,6 +163,30 @@ def emf(out: str) -> dict[str, float]:
     return values
 
 
+def library_emf(out: str) -> dict[tuple[tuple[str, str], ...], dict[str, list[float]]]:
+    """The library's metrics (the ``buquet.*`` names of buquet.metrics) in the EMF blobs
+    printed to stdout: ``{((dimension, value), ...) without service: {name: values}}``."""
+    found: dict[tuple[tuple[str, str], ...], dict[str, list[float]]] = {}
+    for line in out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict) or "_aws" not in doc:
+            continue
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            names = [m["Name"] for m in directive["Metrics"] if m["Name"].startswith("buquet.")]
+            if not names:
+                continue
+            assert directive["Namespace"] == "buquet" and doc["service"] == _common.SERVICE
+            dims = tuple((d, doc[d]) for ds in directive["Dimensions"] for d in sorted(ds) if d != "service")
+            group = found.setdefault(dims, {})
+            for name in names:
+                value = doc[name]
+                group.setdefault(name, []).extend(value if isinstance(value, list) else [value])
+    return found
+
+
 def log_lines(out: str) -> list[dict[str, Any]]:
     docs = []
     for line in out.splitlines():
@@ -230,6 +254,12 @@ def test_worker_runs_the_task_its_s3_event_announces(
     assert values["TasksClaimed"] == 1 and values["TasksCompleted"] == 1
     assert values["TasksRetried"] == 0 and values["TasksFailed"] == 0 and values["ClaimConflicts"] == 0
     assert values["EventReadyKeys"] == 1 and values["QueueLag"] >= 0
+    # the library's own metrics: buquet.metrics' names, task_type as a dimension
+    lib = library_emf(out)
+    mail = lib[(("task_type", "mail:send"),)]
+    assert mail["buquet.tasks.completed"] == [1] and mail["buquet.claims.success"] == [1]
+    assert len(mail["buquet.task.duration_seconds"]) == 1 and 0 <= mail["buquet.task.duration_seconds"][0] < 30
+    assert "buquet.tasks.submitted" not in mail  # submitted by the producer, not this invocation
     lines = log_lines(out)
     completed = [d for d in lines if d.get("task_id") == task_id and "completed" in d["message"]]
     assert completed, "the library's 'task <id>: completed' line carries task_id"
@@ -664,7 +694,9 @@ def test_monitor_recovers_the_lease_of_a_killed_invocation(
             break
         time.sleep(0.25)
     assert result["recovered"] == 1
-    assert emf(capsys.readouterr().out)["LeasesRecovered"] == 1
+    out = capsys.readouterr().out
+    assert emf(out)["LeasesRecovered"] == 1
+    assert library_emf(out)[(("task_type", "record"),)] == {"buquet.tasks.timeout_recovered": [1]}
 
     pending = with_queue(lambda_env, lambda q: q.get(task_id))
     assert pending is not None and pending.status == TaskStatus.Pending and pending.attempt == 1
@@ -723,8 +755,10 @@ def test_scheduler_fires_a_due_schedule_once_even_when_invoked_twice(
     second = scheduler_lambda.handler(scheduled_event(), FakeContext(60))  # duplicate / retried invocation
     assert len(first["submitted"]) == 1 and first["fired"] == 1
     assert second["submitted"] == []
-    values = emf(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    values = emf(out)
     assert values["TasksSubmitted"] == 0  # the last blob printed is the second invocation's
+    assert library_emf(out) == {(("task_type", "record"),): {"buquet.tasks.submitted": [1]}}  # both invocations
 
     async def tasks_in_bucket(q: Queue) -> list[Any]:
         return [t for shard in q.shards for t in await q.list(shard)]

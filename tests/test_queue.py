@@ -184,3 +184,41 @@ async def test_read_only_connect_writes_nothing_to_a_fresh_store() -> None:
     q = await connect(store=store, read_only=True)
     assert q.shards == ["0", "1", "2", "3"]
     assert store.keys() == [] and store.request_counts.get("put", 0) == 0
+
+
+async def test_recent_looks_back_only_as_far_as_the_page_needs_and_pages_through_everything(clock) -> None:  # type: ignore[no-untyped-def]
+    from buquet import MemoryStore, connect
+
+    store = MemoryStore()
+    q = await connect(store=store, clock=clock, shard_count=2)
+    ages_days = [40, 39, 2, 1.9, 0.012, 0.011, 0.01]  # oldest first (distinct ms: UUIDv7 order)
+    start = clock.now
+    ids = []
+    for age in ages_days:
+        clock.now = start - timedelta(days=age)
+        ids.append((await q.submit("t", None)).id)
+    clock.now = start
+    newest_first = ids[::-1]
+
+    lists = store.request_counts.get("list", 0)
+    page = await q.recent(limit=2)
+    assert [t.id for t in page.tasks] == newest_first[:2]
+    assert (page.listed, page.complete) == (3, False)  # the last hour was enough
+    assert store.request_counts["list"] - lists == 2  # one LIST per shard
+
+    page = await q.recent(limit=5)
+    assert [t.id for t in page.tasks] == newest_first[:5] and (page.listed, page.complete) == (5, False)
+    page = await q.recent(limit=50)
+    assert [t.id for t in page.tasks] == newest_first and page.complete and page.next_before is None
+
+    seen, before = [], None
+    while True:  # paging with the cursor visits every task once, newest first
+        page = await q.recent(limit=2, before=before)
+        seen += [t.id for t in page.tasks]
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert seen == newest_first
+
+    failed = await q.recent(status="failed")
+    assert failed.tasks == [] and failed.complete

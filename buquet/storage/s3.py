@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import email.utils
 import html
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -46,10 +47,19 @@ from ..errors import ObjectNotFound, PreconditionFailed, StorageError
 from .base import ObjectInfo, ObjectStore, StoredObject, quote_etag
 
 
+log = logging.getLogger("buquet.storage")
+
 # Loop-free state shared by every S3Store of the process, so that short-lived stores
 # (one per Lambda invocation) skip rebuilding a boto3 session and re-reading the clock.
 _sessions: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _clock_offsets: dict[tuple[str | None, str], tuple[timedelta, float]] = {}
+#: offsets measured to ~RTT precision by watching the Date header tick (see S3Store.server_time)
+_refined_offsets: dict[tuple[str | None, str], tuple[timedelta, float]] = {}
+_refining: dict[tuple[str | None, str], asyncio.Task[None]] = {}
+#: a refined offset is re-measured after this many seconds
+_REFINED_TTL_SECONDS = 3600.0
+#: pause between the HEADs that watch for the Date header's next second, seconds
+_TICK_PROBE_SECONDS = 0.05
 
 
 def _session_for(
@@ -528,9 +538,21 @@ class S3Store(ObjectStore):
         return out
 
     async def server_time(self) -> datetime | None:
-        """The server's clock from the ``Date`` header of a HEAD Bucket response
-        (1-second resolution). The offset to the local clock is cached for 5 minutes,
-        so most calls send no request."""
+        """The server's clock from the ``Date`` header of a HEAD Bucket response.
+
+        ``Date`` has whole seconds, so one response places the server's clock only
+        within a second; two processes could then disagree by up to a second about
+        whether a task is due. So the first call also starts, in the background, a
+        measurement that sends a HEAD Bucket every 50 ms until the header's second
+        ticks over (~1 s and ~15 requests on average, at most 60): the tick lies between the
+        send of the last request before it and the receipt of the first after it, which
+        places the server's clock within about a round trip. That refined offset is
+        used for an hour; until it is ready, the coarse one (cached for 5 minutes).
+        Most calls send no request."""
+        refined = _refined_offsets.get(self._clock_key)
+        if refined is not None and time.monotonic() - refined[1] < _REFINED_TTL_SECONDS:
+            return datetime.now(timezone.utc) + refined[0]
+        self._start_refining()
         offset, checked_at = _clock_offsets.get(self._clock_key, (None, 0.0))
         if offset is None or time.monotonic() - checked_at > 300:
             self._count("head_bucket")
@@ -545,6 +567,38 @@ class S3Store(ObjectStore):
                 offset = timedelta(0)
             _clock_offsets[self._clock_key] = (offset, time.monotonic())
         return datetime.now(timezone.utc) + offset
+
+    def _start_refining(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no running loop: the coarse offset it is
+        task = _refining.get(self._clock_key)
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        _refining[self._clock_key] = loop.create_task(self._refine_clock())
+
+    async def _refine_clock(self) -> None:
+        """Watch the ``Date`` header tick (see :meth:`server_time`); errors leave the
+        coarse offset in place."""
+        prev: tuple[float, float] | None = None  # (local time the request was sent, its Date)
+        try:
+            for _ in range(60):
+                sent = time.time()
+                self._count("head_bucket")
+                date_header = await asyncio.to_thread(self._head_bucket_date)
+                received = time.time()
+                if not date_header:
+                    return
+                server_s = email.utils.parsedate_to_datetime(date_header).timestamp()
+                if prev is not None and server_s > prev[1] and received - prev[0] < 0.25:
+                    offset = timedelta(seconds=server_s - (prev[0] + received) / 2)
+                    _refined_offsets[self._clock_key] = (offset, time.monotonic())
+                    return
+                prev = (sent, server_s)  # no tick yet, or one seen too coarsely: watch for the next
+                await asyncio.sleep(_TICK_PROBE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - only a refinement
+            log.debug("clock refinement for %s failed: %s", self.bucket, exc)
 
     def _client(self) -> Any:
         if self._boto_client is None:

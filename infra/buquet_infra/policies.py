@@ -147,30 +147,33 @@ def scheduler_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStateme
 
 def client_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement]:
     """A submitting service: ``connect``, ``submit``, ``get``/``wait``/``get_history``,
-    ``list``/``list_ready``, ``archive``, and schedule management (create, enable,
+    ``list``/``list_ready``, ``archive``, ``stats``/``workers`` (LIST ``leases/``,
+    LIST and GET ``workers/``), and schedule management (create, enable,
     disable, delete, trigger — which records the run in ``schedules/runs/``). It cannot
-    touch ``leases/`` nor write slot-ledger entries: running tasks and firing cron slots
+    write ``leases/`` nor slot-ledger entries: running tasks and firing cron slots
     is the functions' job."""
     return _statements(
         bucket_arn, prefix, "Client",
-        get=["config", "tasks", "ready", "schedules", "schemas", "payloads", "idempotency"],
+        get=["config", "tasks", "ready", "schedules", "schemas", "payloads", "idempotency", "workers"],
         put=["config", "tasks", "ready", "schedule_defs", "schedule_runs", "schemas", "payloads", "expiries",
              "idempotency"],
         delete=["schedules", "tasks", "ready", "expiries", "payloads", "schemas"],
-        list_=["tasks", "ready", "schedules", "schemas", "payloads"],
+        list_=["tasks", "ready", "schedules", "schemas", "payloads", "leases", "workers"],
     )
 
 
 def long_lived_worker_statements(bucket_arn: str, prefix: str) -> list[iam.PolicyStatement]:
     """A long-lived ``Worker.run`` (``buquet worker ...``) on the deployed bucket: what
-    the worker function does plus its built-in lease monitor (``with_monitor=True``)
-    and creating ``config.json``."""
+    the worker function does plus its built-in lease monitor (``with_monitor=True``),
+    creating ``config.json``, its registration object (PUT/DELETE
+    ``workers/<worker_id>.json``) and, with shard leasing, its shard leases and
+    membership (GET/PUT/DELETE/LIST ``shard-leases/``)."""
     return _statements(
         bucket_arn, prefix, "LongLivedWorker",
-        get=["config", "tasks", "ready", "schemas", "payloads"],
-        put=["config", "tasks", "ready", "leases", "payloads"],
-        delete=["ready", "leases", "expiries"],
-        list_=["ready", "leases", "expiries"],
+        get=["config", "tasks", "ready", "schemas", "payloads", "shard-leases"],
+        put=["config", "tasks", "ready", "leases", "payloads", "workers", "shard-leases"],
+        delete=["ready", "leases", "expiries", "workers", "shard-leases"],
+        list_=["ready", "leases", "expiries", "shard-leases"],
     )
 
 

@@ -64,6 +64,14 @@ class Poller:
         self._pruned_at = 0.0
         self._turn = 0
         self._whole_retry_at = 0.0
+        #: shard leasing: the worker's shards held by others, and how work is stolen
+        #: from them (markers due longer than ``steal_age_ms``, one shard per
+        #: ``steal_every_seconds`` while this worker finds nothing in its own)
+        self.others: list[str] = []
+        self.steal_age_ms = 0
+        self.steal_every_seconds = 10.0
+        self._steal_at = 0.0
+        self._steal_turn = 0
 
     @property
     def has_leftover(self) -> bool:
@@ -108,7 +116,7 @@ class Poller:
         self._leftover = []
         self.near_due = False
         if not self.shards:
-            return []  # shard leasing: no shard held (yet)
+            return await self._steal(now, inflight)  # shard leasing: no shard held (yet)
         if len(self.shards) > 1 and loop_now >= self._whole_retry_at:
             whole = await self._whole_index(now, horizon_ms, inflight)
             if whole is not None:
@@ -120,7 +128,25 @@ class Poller:
         self._turn = (self._turn + 1) % len(self.shards)
         per_shard = await asyncio.gather(*(self._shard(s, now, free, horizon_ms, inflight) for s in shards))
         self._leftover_at = loop_now
-        return self.order(m for found in per_shard for m in found)
+        found = self.order(m for found in per_shard for m in found)
+        return found or await self._steal(now, inflight)
+
+    async def _steal(self, now: datetime, inflight: Collection[str]) -> list[ReadyKey]:
+        """Shard leasing's work stealing: when this worker's own shards gave nothing,
+        at most once per ``steal_every_seconds`` LIST one shard held by another worker
+        (round robin) and take the markers due longer than ``steal_age_ms`` ago — its
+        owner is not keeping up (busy with long tasks, or stuck). Task-level fencing
+        makes the claim safe whoever wins it. Cost: ≤ 1 LIST per ``steal_every_seconds``."""
+        loop_now = asyncio.get_running_loop().time()
+        if not self.others or loop_now < self._steal_at:
+            return []
+        self._steal_at = loop_now + self.steal_every_seconds
+        shard = self.others[self._steal_turn % len(self.others)]
+        self._steal_turn += 1
+        old = now - timedelta(milliseconds=self.steal_age_ms)
+        markers = await self.protocol.due_markers(shard, old, 100)
+        return self.order(m for m in markers if m.task_type in self.task_types and m.task_id not in inflight
+                          and m.key not in self.skip)
 
     async def left_later(self, now: datetime) -> str:
         """A one-line account of the pending markers of handled types that come due

@@ -335,6 +335,7 @@ class Worker:
         worker's ``shards``)."""
         gained = set(shards) - set(self._poller.shards)
         self._poller.shards = shards
+        self._poller.others = [s for s in self.shards if s not in shards]
         if self._monitor is not None:
             self._monitor.shards = list(shards)
         if gained:  # a shard just taken may hold a backlog: poll it now, not after the idle backoff
@@ -378,6 +379,9 @@ class Worker:
                                self._poller.skip, self._hooks, self.queue.schemas.check_input)
         leasing = opts.shard_leasing()
         self._poller.shards = [] if leasing.is_enabled else list(self.shards)  # leasing: none until a lease is held
+        self._poller.others = list(self.shards) if leasing.is_enabled else []
+        self._poller.steal_age_ms = leasing.lease_ttl_secs * 1000
+        self._poller.steal_every_seconds = float(leasing.renewal_interval_secs)
         companions = _Companions(self, opts, self._stop, register=self._remaining is None)
         self._monitor = companions.monitor
         log.info("worker %s: shards %s, task types %s", self.worker_id, self.shards, self.task_types)

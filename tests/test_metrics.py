@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

@@ -206,3 +206,39 @@ async def test_two_leasing_workers_each_claim_only_from_the_shards_they_hold() -
     assert {t.worker_id for t in finals} == {"a", "b"}
     for s in q.shards:  # every lease released at shutdown
         assert b'"owner":""' in (await store.get(q.layout.shard_lease(s))).data
+
+
+async def test_an_idle_worker_steals_a_backlog_its_busy_owner_cannot_take() -> None:
+    store = MemoryStore()
+    q = await connect(store=store, shard_count=1)
+    gate, running = asyncio.Event(), asyncio.Event()
+    workers = {}
+    for wid in ("a", "b"):
+        w = Worker(q, wid, q.shards)
+
+        @w.task("block")
+        async def block(_: object) -> None:
+            running.set()
+            await gate.wait()
+
+        w.task("quick")(lambda _: None)
+        workers[wid] = w
+    opts = WorkerRunOptions(shard_lease_config=ShardLeaseConfig.custom(16, 3, 1), with_monitor=False,
+                            handle_signals=False, delete_flush_ms=0, max_concurrency=1)
+    loop = asyncio.get_running_loop()
+    runs = [asyncio.create_task(workers["a"].run(opts))]
+    deadline = loop.time() + 20
+    while workers["a"]._poller.shards != ["0"]:  # noqa: SLF001 - a owns the only shard
+        assert loop.time() < deadline
+        await asyncio.sleep(0.02)
+    runs.append(asyncio.create_task(workers["b"].run(opts)))
+    await q.submit("block", None)
+    await asyncio.wait_for(running.wait(), 20)  # a is busy (concurrency 1) ...
+    quick = [await q.submit("quick", i) for i in range(3)]  # ... while a backlog builds on its shard
+    done = await asyncio.gather(*(q.wait(t.id, timeout_seconds=30) for t in quick))
+    assert {t.worker_id for t in done} == {"b"}  # b, holding no shard, stole them
+    assert workers["a"]._poller.shards == ["0"] and workers["b"]._poller.shards == []  # noqa: SLF001
+    gate.set()
+    for w in workers.values():
+        w.stop()
+    await asyncio.gather(*runs)

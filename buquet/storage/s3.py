@@ -547,10 +547,14 @@ class S3Store(ObjectStore):
         ticks over (~1 s and ~15 requests on average, at most 60): the tick lies between the
         send of the last request before it and the receipt of the first after it, which
         places the server's clock within about a round trip. That refined offset is
-        used for an hour; until it is ready, the coarse one (cached for 5 minutes).
-        Most calls send no request."""
+        used from then on (re-measured in the background every hour); until it is
+        ready, the coarse one (cached for 5 minutes), taken at the start of the
+        header's second so that switching to the refined one only moves this clock
+        forward (by under a second). Most calls send no request."""
         refined = _refined_offsets.get(self._clock_key)
-        if refined is not None and time.monotonic() - refined[1] < _REFINED_TTL_SECONDS:
+        if refined is not None:
+            if time.monotonic() - refined[1] >= _REFINED_TTL_SECONDS:
+                self._start_refining()  # re-measured in the background; the old one serves meanwhile
             return datetime.now(timezone.utc) + refined[0]
         self._start_refining()
         offset, checked_at = _clock_offsets.get(self._clock_key, (None, 0.0))
@@ -561,8 +565,10 @@ class S3Store(ObjectStore):
             local = datetime.now(timezone.utc)
             if date_header:
                 server = email.utils.parsedate_to_datetime(date_header)
-                # Date has whole seconds: the true time is up to 1 s later; use the middle
-                offset = server + timedelta(milliseconds=500) - local
+                # Date has whole seconds: the true time is up to 1 s later. Take the
+                # earliest: the refined offset then only ever moves this clock forward, so
+                # nothing that was due becomes not-due when it arrives mid-invocation
+                offset = server - local
             else:
                 offset = timedelta(0)
             _clock_offsets[self._clock_key] = (offset, time.monotonic())

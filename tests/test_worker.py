@@ -452,7 +452,7 @@ async def test_idle_polling_backs_off_and_resets_when_work_appears(queue: Queue,
         return True  # the whole pause elapsed: nothing woke the worker
 
     monkeypatch.setattr(worker, "_sleep_or_wake", fake_pause)
-    await worker.run(WorkerRunOptions(poll_interval_ms=100, max_poll_interval_ms=800, with_monitor=False, handle_signals=False))
+    await worker.run(WorkerRunOptions(PollingStrategy.adaptive(100, 800), with_monitor=False, handle_signals=False))
     expected = [0.1, 0.2, 0.4, 0.8, 0.8, 0.1, 0.2]  # each jittered ±10 %
     assert len(pauses) == len(expected)
     assert all(0.9 * e <= p <= 1.1 * e for p, e in zip(pauses, expected)), pauses

@@ -26,6 +26,7 @@ import email.utils
 import html
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -56,6 +57,8 @@ _clock_offsets: dict[tuple[str | None, str], tuple[timedelta, float]] = {}
 #: offsets measured to ~RTT precision by watching the Date header tick (see S3Store.server_time)
 _refined_offsets: dict[tuple[str | None, str], tuple[timedelta, float]] = {}
 _refining: dict[tuple[str | None, str], asyncio.Task[None]] = {}
+#: boto3 client creation is not thread-safe; HEAD Buckets run in worker threads
+_CLIENT_LOCK = threading.Lock()
 #: a refined offset is re-measured after this many seconds
 _REFINED_TTL_SECONDS = 3600.0
 #: pause between the HEADs that watch for the Date header's next second, seconds
@@ -588,11 +591,21 @@ class S3Store(ObjectStore):
         """Watch the ``Date`` header tick (see :meth:`server_time`); errors leave the
         coarse offset in place."""
         prev: tuple[float, float] | None = None  # (local time the request was sent, its Date)
+        failures = 0
         try:
             for _ in range(60):
                 sent = time.time()
                 self._count("head_bucket")
-                date_header = await asyncio.to_thread(self._head_bucket_date)
+                try:
+                    date_header = await asyncio.to_thread(self._head_bucket_date)
+                except Exception as exc:  # noqa: BLE001 - a failed probe: try again, a few times
+                    failures += 1
+                    if failures > 3:
+                        raise
+                    log.debug("clock probe failed (%s); retrying", exc)
+                    prev = None
+                    await asyncio.sleep(_TICK_PROBE_SECONDS)
+                    continue
                 received = time.time()
                 if not date_header:
                     return
@@ -603,10 +616,18 @@ class S3Store(ObjectStore):
                     return
                 prev = (sent, server_s)  # no tick yet, or one seen too coarsely: watch for the next
                 await asyncio.sleep(_TICK_PROBE_SECONDS)
+            log.warning("could not refine the clock of %s: no clean tick of its Date header in 60 probes; "
+                        "using whole seconds (±1 s)", self.bucket)
         except Exception as exc:  # noqa: BLE001 - only a refinement
-            log.debug("clock refinement for %s failed: %s", self.bucket, exc)
+            log.warning("could not refine the clock of %s from its Date header (%s); using whole seconds (±1 s)",
+                        self.bucket, exc)
 
     def _client(self) -> Any:
+        # threads (asyncio.to_thread) may ask at once; boto3 sessions are not thread-safe
+        with _CLIENT_LOCK:
+            return self._client_locked()
+
+    def _client_locked(self) -> Any:
         if self._boto_client is None:
             from botocore.config import Config
 

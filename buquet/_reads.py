@@ -20,8 +20,8 @@ from .models import Task, TaskStatus
 
 log = logging.getLogger("buquet.queue")
 
-#: newest-first listings look this far back first, then widen (an hour, a day, 30 days)
-_WINDOWS_MS = (3_600_000, 86_400_000, 30 * 86_400_000)
+#: newest-first listings look this far back first, then widen (a minute, an hour, a day, 30 days)
+_WINDOWS_MS = (60_000, 3_600_000, 86_400_000, 30 * 86_400_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +152,8 @@ class TaskReader:
         given, newest first.
 
         Task ids are time-ordered (UUIDv7), so a LIST can start at a creation time: the
-        shards are listed over the last hour first, and the window widens (a day, 30
-        days, everything) only while it holds fewer ids than the page needs (``limit``,
+        shards are listed over the last minute first, and the window widens (an hour, a
+        day, 30 days, everything) only while it holds fewer ids than the page needs (``limit``,
         or ``scan_limit`` with a filter). Then task objects are read newest first until
         ``limit`` match or ``scan_limit`` were read.
 
@@ -183,7 +183,7 @@ class TaskReader:
         budget = max(limit, scan_limit if scan_limit is not None else (limit if not filtered else 10 * limit))
         need = budget if filtered else limit  # ids the listing must find before it stops widening
         upper_ms = None if before is None else int(before.replace("-", "")[:12], 16) + 1
-        top_ms = upper_ms if upper_ms is not None else to_ms(await self.protocol.time()) + 60_000
+        top_ms = upper_ms if upper_ms is not None else to_ms(await self.protocol.time())
         ids: builtins.list[str] = []
         listed_to: int | None = None  # ids created at or after this are listed already
         complete = False

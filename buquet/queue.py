@@ -308,8 +308,8 @@ class Queue:
 
         Returns a :class:`~buquet._reads.RecentPage`: ``tasks``, ``listed`` (ids
         listed; a lower bound unless ``complete``), ``complete``, ``next_before``.
-        Cost: task ids are time-ordered, so the LISTs start at the last hour and widen
-        (a day, 30 days, everything) only while too few ids turn up — per shard 1 LIST
+        Cost: task ids are time-ordered, so the LISTs start at the last minute and widen
+        (an hour, a day, 30 days, everything) only while too few ids turn up — per shard 1 LIST
         per 1,000 task keys in the window; then 1 GET per task read, at most
         ``scan_limit`` (default ``limit``, or 10 × ``limit`` with a filter).
 

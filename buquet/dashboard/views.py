@@ -184,8 +184,8 @@ class Dashboard:
         """One page of tasks, newest first, filtered by ``q``.
 
         :meth:`Queue.recent`: task ids are time-ordered (UUIDv7), so the time filters,
-        the ``before`` cursor and a look-back window (an hour, widened to a day, 30 days,
-        everything only while too few ids turn up) bound the LIST itself. Then task
+        the ``before`` cursor and a look-back window (a minute, widened to an hour, a day,
+        30 days, everything only while too few ids turn up) bound the LIST itself. Then task
         objects are read newest first until ``q.limit`` match or ``scan_limit`` were read.
 
         S3: per shard 1 LIST per 1,000 task keys in the window (+1 per widening), plus

@@ -21,7 +21,7 @@ import click
 from . import _validate as v
 from . import config as cfg
 from .cli_config import checked_config, config_group, worker_options
-from .cli_common import check, open_queue, run_async, table
+from .cli_common import check, open_queue, run_async, table, task_doc
 from .cli_dashboard import COMMANDS as DASHBOARD_COMMANDS
 from .cli_doctor import doctor as doctor_command
 from .cli_schedules import schedule_group, scheduler_command
@@ -34,9 +34,7 @@ from .worker import Worker, WorkerRunOptions
 
 
 def _task_json(task: Task) -> str:
-    doc = task.to_dict()
-    doc.pop("history", None)
-    return json.dumps(doc, indent=2)
+    return json.dumps(task_doc(task), indent=2)
 
 
 @click.group()

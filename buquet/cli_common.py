@@ -246,3 +246,11 @@ def read_text_arg(path: str, param_hint: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise click.BadParameter(f"cannot read {path}: {reason}", param_hint=param_hint) from None
+
+
+def task_doc(task: Any) -> dict[str, Any]:
+    """A task as JSON for the CLI (``Task.to_dict()`` without its history, which
+    ``buquet history`` shows)."""
+    doc = task.to_dict()
+    doc.pop("history", None)
+    return doc

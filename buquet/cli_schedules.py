@@ -311,9 +311,7 @@ def trigger_cmd(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
         async with q:
             task = await q.trigger_schedule(schedule_id)
         if as_json:
-            doc = task.to_dict()
-            doc.pop("history", None)
-            click.echo(json.dumps(doc, indent=2))
+            click.echo(json.dumps(cli_common.task_doc(task), indent=2))
         else:
             click.echo(task.id)
 

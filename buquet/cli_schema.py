@@ -36,11 +36,11 @@ def schema_group() -> None:
 def publish_cmd(ctx: click.Context, task_type: str, file: str) -> None:
     """Publish TASK_TYPE's schema from FILE (JSON; - = stdin), replacing any earlier one.
     Only its "input" and "output" keys are kept; each must be a valid schema."""
-    from .schemas import _normalize
+    from .schemas import normalize_schema
 
     check(v.task_type, task_type)
     doc = _read_schema_file(file)
-    kept = check(_normalize, doc)  # a bad schema writes nothing, not even config.json
+    kept = check(normalize_schema, doc)  # a bad schema writes nothing, not even config.json
 
     async def go() -> None:
         q = await open_queue(ctx)

@@ -15,20 +15,13 @@ from typing import Any
 import click
 
 from . import config as cfg
-from ._submit import check_input, check_options
 from .cli_common import (check, open_queue, parse_duration, parse_json_option, parse_retry_policy, progress,
-                         read_text_arg, run_async, stdout_is_tty)
-from .models import Task, TaskStatus
+                         read_text_arg, run_async, stdout_is_tty, task_doc)
+from .models import TaskStatus
+from .queue import validate_submit
 
 #: tasks per :meth:`Queue.submit_many` call of ``--from-file`` (the progress bar's step)
 BULK_BATCH = 100
-
-
-def task_doc(task: Task) -> dict[str, Any]:
-    """A task as JSON for the CLI (without its history, which ``history`` shows)."""
-    doc = task.to_dict()
-    doc.pop("history", None)
-    return doc
 
 
 def _read_inputs(path: str) -> list[Any]:
@@ -113,19 +106,20 @@ def submit(ctx: click.Context, args: tuple[str, ...], task_type: str | None, inp
             if given:
                 raise click.UsageError(f"{flag} cannot be used with --from-file")
         inputs = _read_inputs(from_file)
-        check(check_options, timeout_seconds, max_retries, policy, None, max_reschedules, ttl_s, expires_at)
+        check(validate_submit, ttype, None, timeout_seconds, max_retries, policy, max_reschedules=max_reschedules,
+              ttl_seconds=ttl_s, expires_at=expires_at)  # the options, once
         for n, value in enumerate(inputs, 1):
             try:
-                check_input(ttype, value)
+                validate_submit(ttype, value, timeout_seconds, max_retries, policy, max_reschedules=max_reschedules,
+                                ttl_seconds=ttl_s, expires_at=expires_at)
             except Exception as exc:  # noqa: BLE001 - ValidationError with the line number
                 raise click.UsageError(f"--from-file line {n}: {exc}") from None
         _submit_many(ctx, ttype, inputs, timeout_seconds, max_retries, policy, max_reschedules, ttl_s, expires_at, as_json)
         return
 
     payload = parse_json_option(raw_input if raw_input is not None else "null", "INPUT" if pos_input is not None else "--input")
-    check(check_input, ttype, payload)
-    check(check_options, timeout_seconds, max_retries, policy, schedule_at, max_reschedules, ttl_s, expires_at,
-          idempotency_key)
+    check(validate_submit, ttype, payload, timeout_seconds, max_retries, policy, schedule_at,
+          max_reschedules=max_reschedules, ttl_seconds=ttl_s, expires_at=expires_at, idempotency_key=idempotency_key)
 
     async def go() -> None:
         q = await open_queue(ctx)
@@ -190,4 +184,4 @@ def _submit_many(ctx: click.Context, task_type: str, inputs: list[Any], timeout_
     run_async(go())
 
 
-__all__ = ["submit", "task_doc", "BULK_BATCH"]
+__all__ = ["submit", "BULK_BATCH"]

@@ -47,15 +47,21 @@ def validate_submit(
     max_retries: Any = cfg.DEFAULT_MAX_RETRIES,
     retry_policy: Any = None,
     schedule_at: Any = None,
+    *,
+    max_reschedules: Any = None,
+    ttl_seconds: Any = None,
+    expires_at: Any = None,
+    idempotency_key: Any = None,
 ) -> datetime | None:
-    """Check :meth:`Queue.submit`'s main arguments without a queue; returns
-    ``schedule_at`` as an aware UTC datetime (or ``None``).
+    """Check :meth:`Queue.submit`'s arguments without a queue (the CLI checks them
+    before it connects); returns ``schedule_at`` as an aware UTC datetime (or ``None``).
 
     Raises:
         ValidationError: names the field and the rule; nothing is written.
     """
     check_input(task_type, input)
-    return check_options(timeout_seconds, max_retries, retry_policy, schedule_at).schedule_at
+    return check_options(timeout_seconds, max_retries, retry_policy, schedule_at, max_reschedules, ttl_seconds,
+                         expires_at, idempotency_key).schedule_at
 
 
 class Queue:

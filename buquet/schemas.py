@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from .typing import TaskSchema
 
-__all__ = ["SchemaStore", "SchemaCache", "validate_input", "validate_output", "SCHEMA_HALVES",
+__all__ = ["SchemaStore", "SchemaCache", "validate_input", "validate_output", "normalize_schema", "SCHEMA_HALVES",
            "DEFAULT_CACHE_TTL_SECONDS", "MAX_REPORTED_ERRORS"]
 
 log = logging.getLogger("buquet.schemas")
@@ -221,7 +221,7 @@ def validate_output(schema: "TaskSchema | dict[str, Any] | None", data: Any) -> 
     _validate("output", schema, data)
 
 
-def _normalize(schema: Any) -> dict[str, Any]:
+def normalize_schema(schema: Any) -> dict[str, Any]:
     """The kept halves of a schema to publish, as plain JSON; validated.
 
     Raises:
@@ -287,7 +287,7 @@ class SchemaStore:
         see the new schema within their cache TTL (30 s by default).
         """
         v.task_type(task_type)
-        kept = _normalize(schema)
+        kept = normalize_schema(schema)
         rev = new_rev()
         doc = {"version": DOC_VERSION, "task_type": task_type, "schema": kept}
         await put_resolved(self.store, self.layout.schema(task_type), Encoded(encode(doc, rev), rev))

@@ -19,6 +19,11 @@ faults; which request meets which fault also depends on how the processes interl
 Every injected fault is logged (:attr:`FaultProxy.events`: kind, S3 operation, method,
 path, upstream status) so a failing task can be traced to the requests that hit it.
 
+With ``strip_headers`` it also removes those request headers before forwarding — with
+``rates={}`` and ``strip_headers=("If-Match", "If-None-Match")`` it plays a store that
+ignores conditional writes (GCS's S3 API, Garage), for ``buquet doctor``'s tests; the
+upstream must not check signatures over them (SeaweedFS without an IAM config does not).
+
 Usage::
 
     with FaultProxy(upstream, seed=7, rates=FaultProxy.scaled_rates(0.10)) as proxy:
@@ -154,6 +159,7 @@ class FaultProxy:
         delay_range: tuple[float, float] = (0.5, 3.0),
         port: int = 0,
         journal_prefixes: tuple[str, ...] = (),
+        strip_headers: tuple[str, ...] = (),
     ) -> None:
         rates = dict(self.scaled_rates(0.10) if rates is None else rates)
         unknown = set(rates) - set(KINDS)
@@ -177,6 +183,10 @@ class FaultProxy:
         self.events: list[FaultEvent] = []
         self.journal_prefixes = journal_prefixes
         self.journal: list[JournalEntry] = []
+        #: request headers removed before forwarding (e.g. ``If-Match``/``If-None-Match``:
+        #: a store that ignores conditional writes), and how many of each were removed
+        self.strip_headers = tuple(h.lower() for h in strip_headers)
+        self.stripped: dict[str, int] = {h: 0 for h in strip_headers}
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -355,6 +365,12 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _upstream(self, body: bytes) -> tuple[http.client.HTTPResponse, bytes] | None:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            for name in [k for k in headers if k.lower() in proxy.strip_headers]:
+                del headers[name]
+                with proxy._lock:
+                    for h in proxy.stripped:
+                        if h.lower() == name.lower():
+                            proxy.stripped[h] += 1
             if body or self.command in ("PUT", "POST"):
                 headers["Content-Length"] = str(len(body))
             for attempt in range(2):

@@ -194,10 +194,10 @@ def test_seaweedfs_passes_write_test(s3_endpoint: str, s3_bucket: str) -> None:
 
 @pytest.mark.s3
 def test_proxy_stripping_conditional_headers_fails(s3_endpoint: str, s3_bucket: str) -> None:
-    from tests._stripproxy import StripProxy
+    from tests._faultproxy import FaultProxy
 
     _settle(s3_endpoint, s3_bucket)
-    with StripProxy(s3_endpoint) as proxy:
+    with FaultProxy(s3_endpoint, rates={}, strip_headers=("If-Match", "If-None-Match")) as proxy:
         r = _doctor_subprocess("--endpoint", proxy.endpoint, "--bucket", s3_bucket, "--region", "us-east-1",
                                "doctor", "--write-test", "--rounds", "3")
         assert proxy.stripped["If-None-Match"] >= 2 and proxy.stripped["If-Match"] >= 2
